@@ -309,7 +309,7 @@ typedef struct troupe_terminated {
   bool node_lost;            /* its node was lost, not a confirmed stop */
 } troupe_terminated;
 
-TROUPE_EXTERN extern const troupe_type TROUPE_T_TERMINATED;
+TROUPE_EXTERN extern troupe_type TROUPE_T_TERMINATED;
 
 /* Watch target; watching twice is one watch. Errors: TROUPE_EINVAL. */
 TROUPE_EXTERN int troupe_watch(troupe_ctx *ctx, troupe_ref target);
@@ -345,7 +345,7 @@ typedef struct troupe_ask_timeout {
   uint64_t ask_id;
   troupe_ref target;
 } troupe_ask_timeout;
-TROUPE_EXTERN extern const troupe_type TROUPE_T_ASK_TIMEOUT;
+TROUPE_EXTERN extern troupe_type TROUPE_T_ASK_TIMEOUT;
 
 /*
  * Ask from an actor: send value to target with a temporary sender; the
@@ -381,7 +381,7 @@ TROUPE_EXTERN void troupe_reply_free(troupe_reply_msg *reply);
 /* Built-in messages                                                   */
 
 /* Empty message: stops the receiving actor after the messages before it. */
-TROUPE_EXTERN extern const troupe_type TROUPE_T_POISON_PILL;
+TROUPE_EXTERN extern troupe_type TROUPE_T_POISON_PILL;
 
 /* A message that could not be delivered, published on the event stream.
  * `message` is the value (of `type`), valid during the receive only. */
@@ -392,10 +392,10 @@ typedef struct troupe_dead_letter {
   const void *message;
   int reason;   /* TROUPE_ESTOPPED, TROUPE_ENOENT, TROUPE_EFULL, ... */
 } troupe_dead_letter;
-TROUPE_EXTERN extern const troupe_type TROUPE_T_DEAD_LETTER;
+TROUPE_EXTERN extern troupe_type TROUPE_T_DEAD_LETTER;
 
 /* A message an actor returned TROUPE_UNHANDLED for, published likewise. */
-TROUPE_EXTERN extern const troupe_type TROUPE_T_UNHANDLED;
+TROUPE_EXTERN extern troupe_type TROUPE_T_UNHANDLED;
 
 /* ------------------------------------------------------------------ */
 /* Event stream                                                        */

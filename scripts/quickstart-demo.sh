@@ -1,0 +1,26 @@
+#!/bin/bash
+# quickstart-demo.sh: install what is missing, build, run the demo.
+#
+#   sudo scripts/quickstart-demo.sh [demo arguments]
+#
+# Runs scripts/setup.sh (packages + build in $BUILD_DIR, default _build),
+# then the demo program examples/demo from the build directory, which keeps
+# its data in embedded RocksDB. Extra arguments go to the demo.
+set -euo pipefail
+
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build_dir=${BUILD_DIR:-_build}
+case $build_dir in /*) ;; *) build_dir="$top/$build_dir" ;; esac
+export BUILD_DIR="$build_dir"
+
+"$top/scripts/setup.sh"
+
+demo="$build_dir/examples/demo"
+if [ ! -x "$demo" ]; then
+  printf 'quickstart-demo: error: the demo program %s was not built\n' "$demo" >&2
+  printf 'quickstart-demo: (examples/Makefile.inc must build examples/demo)\n' >&2
+  exit 1
+fi
+printf 'quickstart-demo: running %s\n' "$demo" >&2
+cd "$top"
+exec "$demo" "$@"

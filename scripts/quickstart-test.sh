@@ -82,5 +82,8 @@ if [ $rc -ne 0 ]; then
   [ $failed -gt 0 ] || failed=1
 fi
 rm -f "$stamp"
+# Stop the server now, so that the summary is the last line.
+cleanup
+pg_dir=
 printf '%d passed, %d failed, %d skipped\n' "$passed" "$failed" "$skipped"
 [ $failed -eq 0 ] && [ $rc -eq 0 ]

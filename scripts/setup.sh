@@ -46,9 +46,9 @@ run_step() {
     printf 'setup: error: %s failed (full log: %s)\n' "$name" "$log" >&2
     if grep -qE 'error|Error|undefined reference' "$log"; then
       grep -E -B2 -A3 'error|Error|undefined reference' "$log" | head -n 80 >&2
-      printf 'setup: ... last lines:\n' >&2
+    else
+      tail -n 40 "$log" >&2
     fi
-    tail -n 25 "$log" >&2
     exit 1
   fi
 }

@@ -167,6 +167,10 @@ static const troupe_behavior router_behavior = {
   .receive = router_receive,
 };
 
+static int router_spawn(troupe_system *sys, troupe__cell *parent,
+                        const troupe_router_opts *ro,
+                        const troupe_spawn_opts *opts, troupe_ref *out);
+
 int troupe_router_spawn(troupe_system *sys, troupe_ctx *ctx,
                         const troupe_router_opts *ro,
                         const troupe_spawn_opts *opts, troupe_ref *out) {
@@ -186,6 +190,16 @@ int troupe_router_spawn(troupe_system *sys, troupe_ctx *ctx,
     parent = sys->user;
     if (!parent) return troupe__err(TROUPE_ECLOSED, "system is stopping");
   }
+  troupe_system *prev = troupe__current;
+  troupe__current = sys;
+  int rcode = router_spawn(sys, parent, ro, opts, out);
+  troupe__current = prev;
+  return rcode;
+}
+
+static int router_spawn(troupe_system *sys, troupe__cell *parent,
+                        const troupe_router_opts *ro,
+                        const troupe_spawn_opts *opts, troupe_ref *out) {
   troupe__cell *rc = NULL;
   int rcode = troupe__spawn(sys, parent, &router_behavior, opts,
                             TROUPE__CF_ROUTER, &rc);

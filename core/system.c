@@ -39,10 +39,12 @@ static const troupe_behavior guardian_behavior = {
 /* ------------------------------------------------------------------ */
 /* Queues */
 
+static void on_idle(uv_idle_t *h);
+
 void troupe__wake_dispatch(troupe_system *sys) {
   if (!sys->idle_active && sys->loop_inited) {
     sys->idle_active = true;
-    uv_idle_start(&sys->idle, NULL);  /* callback set at init */
+    uv_idle_start(&sys->idle, on_idle);
   }
 }
 
@@ -447,9 +449,6 @@ int troupe_system_create(troupe_system **out, const troupe_system_opts *opts) {
   sys->loop.data = sys;
   uv_idle_init(&sys->loop, &sys->idle);
   sys->idle.data = sys;
-  /* libuv needs the callback at start; start/stop once to record it */
-  uv_idle_start(&sys->idle, on_idle);
-  uv_idle_stop(&sys->idle);
   uv_async_init(&sys->loop, &sys->async, on_async);
   sys->async.data = sys;
   uv_unref((uv_handle_t *)&sys->async);
@@ -494,8 +493,6 @@ void troupe__system_terminated(troupe_system *sys) {
   troupe__asks_close(sys);
   sys->idle_active = false;
   uv_idle_stop(&sys->idle);
-  uv_close((uv_handle_t *)&sys->idle, NULL);
-  uv_close((uv_handle_t *)&sys->async, NULL);
   uv_walk(&sys->loop, walk_close, NULL);
 }
 
@@ -622,13 +619,8 @@ void troupe_system_destroy(troupe_system *sys) {
   }
   if (sys->loop_inited) {
     /* never ran: tear down without running actors' loops */
-    free_cells_unstarted(sys);
+    free_cells_unstarted(sys);   /* ends in troupe__system_terminated */
     if (sys->node) troupe__node_close(sys->node);
-    troupe__current = NULL;
-    inbox_drain(sys);
-    troupe__asks_close(sys);
-    uv_close((uv_handle_t *)&sys->idle, NULL);
-    uv_close((uv_handle_t *)&sys->async, NULL);
     uv_walk(&sys->loop, walk_close, NULL);
     while (uv_run(&sys->loop, UV_RUN_NOWAIT)) {}
     uv_loop_close(&sys->loop);
@@ -636,6 +628,11 @@ void troupe_system_destroy(troupe_system *sys) {
   }
   /* free what is left */
   troupe__env *e;
+  troupe__cell *c;
+  while ((c = sys->rq_head)) {   /* dead cells left on the run queue */
+    sys->rq_head = c->rq_next;
+    if (c->flags & TROUPE__CF_DEAD) free(c);
+  }
   while ((e = sys->sq_head)) {
     sys->sq_head = e->next;
     troupe__env_release(NULL, e);
@@ -726,9 +723,18 @@ int troupe_system_spawn(troupe_system *sys, const troupe_behavior *b,
   if (st == TROUPE__SYS_TERMINATED || atomic_load(&sys->stop_requested))
     return troupe__err(TROUPE_ECLOSED, "system %s is stopping", sys->name);
   if (troupe__current == sys || st == TROUPE__SYS_CREATED) {
+    /* Before the system runs, the calling thread stands in for the loop
+     * thread (init may tell, spawn, start timers). */
+    troupe_system *prev = troupe__current;
+    if (st == TROUPE__SYS_CREATED && prev && prev != sys)
+      return troupe__err(TROUPE_EWRONGTHREAD,
+                         "spawning into an unstarted system from the thread "
+                         "of system %s", prev->name);
+    troupe__current = sys;
     troupe__cell *c = NULL;
     int rc = troupe__spawn(sys, sys->user, b, opts, 0, &c);
     if (rc == 0) *out = troupe__ref_of(c);
+    troupe__current = prev;
     return rc;
   }
   spawn_call sc = {.b = b, .opts = opts, .rc = 0, .done = false};

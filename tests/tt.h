@@ -16,6 +16,10 @@
 #ifndef TT_H
 #define TT_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1
+#endif
+
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -685,12 +685,6 @@ static int dec_field(dec *d, const troupe_type *t, const troupe_field *f,
                      uint8_t *v, uint32_t depth) {
   uint8_t *p = v + f->offset;
   int rc;
-  if (f->flags & TROUPE_FF_OPTIONAL) {
-    if (d->p < d->end && *d->p == 0xF6) {   /* null: absent */
-      d->p++;
-      return 0;
-    }
-  }
   switch (f->shape) {
     case TROUPE_FS_SCALAR:
       rc = dec_elem(d, t, f, p, depth);

@@ -205,7 +205,8 @@ static int jr_item(jr *r, troupe_buf *b, uint32_t depth) {
           } else {      /* a non-text key: render it, then quote that */
             troupe_buf k = {0};
             rc = jr_item(r, &k, depth + 1);
-            if (!rc) rc = put_jstr(b, k.data, k.len);
+            if (!rc && k.len && k.data[0] == '"') rc = put(b, (char *)k.data, k.len);
+            else if (!rc) rc = put_jstr(b, k.data, k.len);
             troupe_buf_free(&k);
           }
           if (!rc) rc = PUTS(b, ":");

@@ -23,7 +23,11 @@ jobs=${JOBS:-2}
 
 say() { printf 'quickstart-test: %s\n' "$*" >&2; }
 
-"$top/scripts/setup.sh"
+if ! "$top/scripts/setup.sh"; then
+  say "error: the build failed, no test ran"
+  printf '0 passed, 1 failed, 0 skipped\n'
+  exit 1
+fi
 
 pg_dir=
 cleanup() {

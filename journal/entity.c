@@ -1,0 +1,1063 @@
+/*
+ * entity.c: persistent entities on top of actors and the journal.
+ *
+ * An entity is an actor whose behaviour is this file's: its actor state is
+ * a struct troupe_entity, and the user's state lives beside it. Storage
+ * completions run on store threads; they come back to the entity as
+ * messages of an internal type (T_EMSG) told to its ref, so all entity
+ * logic runs on the entity's own loop. Those messages own heap parts
+ * (snapshots, replay pages) and free them through the type's ops, so a
+ * completion that reaches a dead entity leaks nothing.
+ */
+#include "core/internal.h"
+#include "troupe/persistence.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdarg.h>
+#include <time.h>
+
+#define ENTITY_ID_MAX 200
+#define DEFAULT_PAGE 4096
+#define DEFAULT_STASH 100000
+
+/* ------------------------------------------------------------------ */
+/* The persistence object and its single-writer registry */
+
+struct troupe_persistence {
+  troupe_journal *journal;
+  troupe_snapshot_store *snapshots;
+  pthread_mutex_t lock;
+  char **live;          /* open-addressing set of live persistence ids */
+  size_t cap, len;
+};
+
+#define TOMB ((char *)1)
+
+static uint64_t hash_str(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s; s++) {
+    h ^= (unsigned char)*s;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+static int live_add(troupe_persistence *p, const char *pid) {
+  pthread_mutex_lock(&p->lock);
+  if ((p->len + 1) * 2 > p->cap) {
+    size_t ncap = p->cap ? p->cap * 2 : 64;
+    char **n = calloc(ncap, sizeof *n);
+    if (!n) {
+      pthread_mutex_unlock(&p->lock);
+      return TROUPE_ENOMEM;
+    }
+    for (size_t i = 0; i < p->cap; i++) {
+      char *s = p->live[i];
+      if (!s || s == TOMB) continue;
+      size_t j = hash_str(s) & (ncap - 1);
+      while (n[j]) j = (j + 1) & (ncap - 1);
+      n[j] = s;
+    }
+    free(p->live);
+    p->live = n;
+    p->cap = ncap;
+  }
+  size_t j = hash_str(pid) & (p->cap - 1);
+  size_t tomb = SIZE_MAX;
+  while (p->live[j]) {
+    if (p->live[j] == TOMB) {
+      if (tomb == SIZE_MAX) tomb = j;
+    } else if (strcmp(p->live[j], pid) == 0) {
+      pthread_mutex_unlock(&p->lock);
+      return TROUPE_EBUSY;
+    }
+    j = (j + 1) & (p->cap - 1);
+  }
+  char *copy = strdup(pid);
+  if (!copy) {
+    pthread_mutex_unlock(&p->lock);
+    return TROUPE_ENOMEM;
+  }
+  p->live[tomb != SIZE_MAX ? tomb : j] = copy;
+  p->len++;
+  pthread_mutex_unlock(&p->lock);
+  return 0;
+}
+
+static void live_del(troupe_persistence *p, const char *pid) {
+  pthread_mutex_lock(&p->lock);
+  if (p->cap) {
+    size_t j = hash_str(pid) & (p->cap - 1);
+    while (p->live[j]) {
+      if (p->live[j] != TOMB && strcmp(p->live[j], pid) == 0) {
+        free(p->live[j]);
+        p->live[j] = TOMB;
+        p->len--;
+        break;
+      }
+      j = (j + 1) & (p->cap - 1);
+    }
+  }
+  pthread_mutex_unlock(&p->lock);
+}
+
+int troupe_persistence_create(troupe_persistence **out, troupe_journal *j,
+                              troupe_snapshot_store *s) {
+  if (!out || !j)
+    return troupe__err(TROUPE_EINVAL, "troupe_persistence_create: NULL");
+  *out = NULL;
+  troupe_persistence *p = calloc(1, sizeof *p);
+  if (!p) return troupe__err(TROUPE_ENOMEM, "persistence");
+  p->journal = j;
+  p->snapshots = s;
+  pthread_mutex_init(&p->lock, NULL);
+  *out = p;
+  return 0;
+}
+
+void troupe_persistence_destroy(troupe_persistence *p) {
+  if (!p) return;
+  for (size_t i = 0; i < p->cap; i++)
+    if (p->live[i] && p->live[i] != TOMB) free(p->live[i]);
+  free(p->live);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/* ------------------------------------------------------------------ */
+/* Internal messages */
+
+enum { EM_SNAP = 1, EM_HIGH, EM_PAGE, EM_APPENDED };
+
+typedef struct rec_event {
+  uint64_t seq;
+  const char *manifest;
+  uint32_t version;
+  const uint8_t *payload;
+  size_t len;
+} rec_event;
+
+typedef struct page {
+  size_t n, cap;
+  rec_event *ev;
+  /* one arena for manifests and payloads */
+  uint8_t *arena;
+  size_t used, arena_cap;
+} page;
+
+typedef struct emsg {
+  int kind;
+  int status;
+  uint64_t a, b;
+  void *ptr;       /* EM_SNAP: troupe_snapshot* (owned), EM_PAGE: page* */
+} emsg;
+
+static void page_free(page *pg) {
+  if (!pg) return;
+  free(pg->ev);
+  free(pg->arena);
+  free(pg);
+}
+
+static int emsg_copy(const troupe_type *t, void *dst, const void *src) {
+  (void)t;
+  memcpy(dst, src, sizeof(emsg));   /* moves ownership of ptr */
+  return 0;
+}
+
+static void emsg_free(const troupe_type *t, void *v) {
+  (void)t;
+  emsg *m = v;
+  if (!m->ptr) return;
+  if (m->kind == EM_SNAP) troupe_snapshot_free(m->ptr);
+  else if (m->kind == EM_PAGE) page_free(m->ptr);
+  m->ptr = NULL;
+}
+
+static const troupe_type_ops emsg_ops = {.copy = emsg_copy,
+                                         .free = emsg_free};
+static troupe_type T_EMSG = {.manifest = "troupe.EntityCompletion",
+                             .version = 1, .size = sizeof(emsg),
+                             .ops = &emsg_ops};
+
+/* Tell an entity a completion; on failure free what it owns. */
+static void post(troupe_ref to, emsg *m) {
+  if (troupe_tell(to, &T_EMSG, m, TROUPE_REF_NONE) < 0) emsg_free(NULL, m);
+}
+
+/* ------------------------------------------------------------------ */
+/* The entity */
+
+typedef struct pending_ev {
+  const troupe_type *type;
+  void *value;
+} pending_ev;
+
+typedef struct after_item {
+  const troupe_type *type;     /* reply */
+  void *value;
+  troupe_ref to;
+  void (*fn)(troupe_entity *, const void *, void *);
+  void *data;
+} after_item;
+
+typedef struct batch {
+  struct batch *next;
+  uint64_t id;
+  pending_ev *ev;
+  size_t nev, cev;
+  after_item *aft;
+  size_t naft, caft;
+  bool async;
+  troupe_ref sender;    /* of the command that made the batch */
+  bool submitted;
+  bool done;
+  int status;
+  uint64_t head;
+} batch;
+
+enum { PH_RECOVERING = 0, PH_RUNNING, PH_FAILED };
+
+typedef struct spawn_arg {
+  troupe_persistence *p;
+  const troupe_entity_def *def;
+  char id[ENTITY_ID_MAX + 1];
+} spawn_arg;
+
+struct troupe_entity {
+  troupe_ctx *ctx;
+  troupe_persistence *p;
+  const troupe_entity_def *def;
+  char id[ENTITY_ID_MAX + 1];
+  char *pid;
+  void *state;
+  uint64_t seq;           /* last applied */
+  uint64_t written;       /* expected seq for the next append */
+  uint64_t high;          /* recovery target */
+  uint64_t since_snap;
+  uint64_t *snap_ring;    /* seqs of kept snapshots (delete_events) */
+  uint32_t snap_n;
+  int phase;
+  bool registered;
+  bool snap_wanted;
+  uint32_t sync_inflight;
+  batch *cur;
+  batch *q_head, *q_tail; /* batches in submission order */
+  uint64_t next_batch;
+  troupe_ref self;
+  troupe_ref cmd_sender;
+};
+
+static void batch_free(batch *b) {
+  if (!b) return;
+  for (size_t i = 0; i < b->nev; i++) {
+    troupe_value_free(b->ev[i].type, b->ev[i].value);
+    free(b->ev[i].value);
+  }
+  for (size_t i = 0; i < b->naft; i++) {
+    if (b->aft[i].type) {
+      troupe_value_free(b->aft[i].type, b->aft[i].value);
+      free(b->aft[i].value);
+    }
+  }
+  free(b->ev);
+  free(b->aft);
+  free(b);
+}
+
+static void entity_cleanup(troupe_entity *e) {
+  batch_free(e->cur);
+  e->cur = NULL;
+  while (e->q_head) {
+    batch *b = e->q_head;
+    e->q_head = b->next;
+    batch_free(b);
+  }
+  e->q_tail = NULL;
+  if (e->state) {
+    troupe_value_free(e->def->state_type, e->state);
+    free(e->state);
+    e->state = NULL;
+  }
+  if (e->registered) {
+    live_del(e->p, e->pid);
+    e->registered = false;
+  }
+  free(e->pid);
+  e->pid = NULL;
+  free(e->snap_ring);
+  e->snap_ring = NULL;
+}
+
+static void log_entity(troupe_entity *e, troupe_log_level lvl,
+                       const char *fmt, ...) TROUPE_PRINTF(3, 4);
+static void log_entity(troupe_entity *e, troupe_log_level lvl,
+                       const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  troupe_log(e->ctx, lvl, "%s: %s", e->pid ? e->pid : e->id, msg);
+}
+
+/* ---- recovery ---------------------------------------------------------- */
+
+typedef struct rd_ctx {
+  troupe_ref self;
+  page *pg;
+} rd_ctx;
+
+static void on_snapshot(int status, const troupe_snapshot *snap, void *data) {
+  rd_ctx *rc = data;
+  emsg m = {.kind = EM_SNAP, .status = status};
+  if (status == 0 && snap) {
+    /* copy: the callback's snapshot lives only during this call */
+    size_t ml = strlen(snap->manifest) + 1, pl = strlen(snap->persistence_id) + 1;
+    troupe_snapshot *c = malloc(sizeof *c + ml + pl + snap->state_len + 1);
+    if (!c) {
+      m.status = TROUPE_ENOMEM;
+    } else {
+      char *p = (char *)(c + 1);
+      memcpy(p, snap->manifest, ml);
+      c->manifest = p;
+      memcpy(p + ml, snap->persistence_id, pl);
+      c->persistence_id = p + ml;
+      memcpy(p + ml + pl, snap->state, snap->state_len);
+      c->state = p + ml + pl;
+      c->state_len = snap->state_len;
+      c->seq = snap->seq;
+      c->version = snap->version;
+      c->timestamp_ms = snap->timestamp_ms;
+      m.ptr = c;
+    }
+  } else if (status == TROUPE_ENOENT) {
+    m.status = 0;   /* no snapshot */
+  }
+  post(rc->self, &m);
+  free(rc);
+}
+
+static void on_highest(int status, uint64_t seq, void *data) {
+  rd_ctx *rc = data;
+  emsg m = {.kind = EM_HIGH, .status = status, .a = seq};
+  post(rc->self, &m);
+  free(rc);
+}
+
+static int page_add(page *pg, const troupe_event *ev) {
+  if (pg->n == pg->cap) {
+    size_t ncap = pg->cap ? pg->cap * 2 : 256;
+    rec_event *n = realloc(pg->ev, ncap * sizeof *n);
+    if (!n) return TROUPE_ENOMEM;
+    pg->ev = n;
+    pg->cap = ncap;
+  }
+  size_t ml = strlen(ev->manifest) + 1;
+  size_t need = ml + ev->payload_len;
+  if (pg->used + need > pg->arena_cap) {
+    size_t ncap = pg->arena_cap ? pg->arena_cap * 2 : 65536;
+    while (ncap < pg->used + need) ncap *= 2;
+    uint8_t *na = realloc(pg->arena, ncap);
+    if (!na) return TROUPE_ENOMEM;
+    /* rebase pointers into the arena */
+    for (size_t i = 0; i < pg->n; i++) {
+      pg->ev[i].manifest = (const char *)na +
+                           ((const uint8_t *)pg->ev[i].manifest - pg->arena);
+      pg->ev[i].payload = na + (pg->ev[i].payload - pg->arena);
+    }
+    pg->arena = na;
+    pg->arena_cap = ncap;
+  }
+  rec_event *r = &pg->ev[pg->n++];
+  r->seq = ev->seq;
+  r->version = ev->version;
+  memcpy(pg->arena + pg->used, ev->manifest, ml);
+  r->manifest = (const char *)pg->arena + pg->used;
+  pg->used += ml;
+  if (ev->payload_len) memcpy(pg->arena + pg->used, ev->payload, ev->payload_len);
+  r->payload = pg->arena + pg->used;
+  r->len = ev->payload_len;
+  pg->used += ev->payload_len;
+  return 0;
+}
+
+static int on_events(int status, const troupe_event *events, size_t n,
+                     int done, void *data) {
+  rd_ctx *rc = data;
+  int err = status;
+  for (size_t i = 0; i < n && err == 0; i++) err = page_add(rc->pg, &events[i]);
+  if (err < 0 || done) {
+    emsg m = {.kind = EM_PAGE, .status = err, .ptr = rc->pg};
+    post(rc->self, &m);
+    free(rc);
+    return err < 0 ? 1 : 0;
+  }
+  return 0;
+}
+
+static void recovery_failed(troupe_entity *e, int err) {
+  e->phase = PH_FAILED;
+  if (e->def->on_recovery_failed) e->def->on_recovery_failed(e, err);
+  troupe_stop(e->ctx, e->self);
+}
+
+static void recovery_done(troupe_entity *e) {
+  e->phase = PH_RUNNING;
+  e->written = e->seq;
+  if (e->def->on_recovered) e->def->on_recovered(e, e->state, e->seq);
+  troupe_unstash_all(e->ctx);
+}
+
+static void request_page(troupe_entity *e) {
+  rd_ctx *rc = calloc(1, sizeof *rc);
+  page *pg = calloc(1, sizeof *pg);
+  int err = TROUPE_ENOMEM;
+  if (rc && pg) {
+    rc->self = e->self;
+    rc->pg = pg;
+    uint32_t n = e->def->replay_page ? e->def->replay_page : DEFAULT_PAGE;
+    err = troupe_journal_replay(e->p->journal, e->pid, e->seq + 1, e->high, n,
+                                on_events, rc);
+    if (err == 0) return;
+  }
+  free(rc);
+  page_free(pg);
+  log_entity(e, TROUPE_LOG_ERROR, "recovery failed: cannot read events: %s",
+             troupe_strerror(err));
+  recovery_failed(e, err);
+}
+
+static int decode_apply(troupe_entity *e, const char *manifest,
+                        uint32_t version, const uint8_t *payload, size_t len,
+                        uint64_t seq) {
+  const troupe_type *t = NULL;
+  int rc = troupe_type_resolve(manifest, version, &t);
+  if (rc < 0) {
+    log_entity(e, TROUPE_LOG_ERROR,
+               "recovery failed at seq %" PRIu64 ": unknown event type %s v%u",
+               seq, manifest, version);
+    return rc;
+  }
+  uint8_t stackbuf[256];
+  void *v = t->size <= sizeof stackbuf ? stackbuf : malloc(t->size);
+  if (!v) return TROUPE_ENOMEM;
+  rc = troupe_decode_as(manifest, version, payload, len, t, v, NULL);
+  if (rc < 0) {
+    log_entity(e, TROUPE_LOG_ERROR,
+               "recovery failed at seq %" PRIu64 ": event %s v%u does not "
+               "decode: %s", seq, manifest, version, troupe_errmsg());
+    if (v != stackbuf) free(v);
+    return rc;
+  }
+  rc = e->def->apply(e->state, t, v);
+  troupe_value_free(t, v);
+  if (v != stackbuf) free(v);
+  if (rc < 0)
+    log_entity(e, TROUPE_LOG_ERROR,
+               "recovery failed at seq %" PRIu64 ": apply returned %s", seq,
+               troupe_strerror(rc));
+  return rc;
+}
+
+static void handle_recovery(troupe_entity *e, emsg *m) {
+  if (e->phase != PH_RECOVERING) return;
+  if (m->status < 0) {
+    log_entity(e, TROUPE_LOG_ERROR, "recovery failed: %s (%s)",
+               troupe_strerror(m->status),
+               m->kind == EM_SNAP ? "loading snapshot" :
+               m->kind == EM_HIGH ? "reading highest seq" : "reading events");
+    recovery_failed(e, m->status);
+    return;
+  }
+  switch (m->kind) {
+    case EM_SNAP: {
+      troupe_snapshot *s = m->ptr;
+      if (s) {
+        const troupe_type *st = e->def->state_type;
+        void *tmp = calloc(1, st->size);
+        int rc = tmp ? troupe_decode_as(s->manifest, s->version, s->state,
+                                        s->state_len, st, tmp, NULL)
+                     : TROUPE_ENOMEM;
+        if (rc < 0) {
+          log_entity(e, TROUPE_LOG_ERROR,
+                     "recovery failed: snapshot at seq %" PRIu64
+                     " (%s v%u) does not decode: %s", s->seq, s->manifest,
+                     s->version, troupe_errmsg());
+          free(tmp);
+          recovery_failed(e, rc);
+          return;
+        }
+        troupe_value_free(st, e->state);
+        memcpy(e->state, tmp, st->size);
+        free(tmp);
+        e->seq = s->seq;
+      }
+      rd_ctx *rc = calloc(1, sizeof *rc);
+      int err = TROUPE_ENOMEM;
+      if (rc) {
+        rc->self = e->self;
+        err = troupe_journal_highest(e->p->journal, e->pid, on_highest, rc);
+        if (err == 0) return;
+        free(rc);
+      }
+      recovery_failed(e, err);
+      return;
+    }
+    case EM_HIGH:
+      e->high = m->a;
+      if (e->high < e->seq) {
+        /* the snapshot is ahead of the journal: trust the journal */
+        log_entity(e, TROUPE_LOG_ERROR,
+                   "recovery failed: snapshot at seq %" PRIu64
+                   " is past the journal's highest %" PRIu64, e->seq, e->high);
+        recovery_failed(e, TROUPE_ECORRUPT);
+        return;
+      }
+      if (e->high == e->seq) recovery_done(e);
+      else request_page(e);
+      return;
+    case EM_PAGE: {
+      page *pg = m->ptr;
+      for (size_t i = 0; i < pg->n; i++) {
+        rec_event *r = &pg->ev[i];
+        if (r->seq != e->seq + 1) {
+          log_entity(e, TROUPE_LOG_ERROR,
+                     "recovery failed: gap in the journal: expected seq %"
+                     PRIu64 ", found %" PRIu64, e->seq + 1, r->seq);
+          recovery_failed(e, TROUPE_ECORRUPT);
+          return;
+        }
+        int rc = decode_apply(e, r->manifest, r->version, r->payload, r->len,
+                              r->seq);
+        if (rc < 0) {
+          recovery_failed(e, rc);
+          return;
+        }
+        e->seq = r->seq;
+      }
+      if (e->seq == e->high) {
+        recovery_done(e);
+      } else if (pg->n == 0) {
+        log_entity(e, TROUPE_LOG_ERROR,
+                   "recovery failed: events %" PRIu64 "..%" PRIu64
+                   " are missing (deleted without a snapshot?)", e->seq + 1,
+                   e->high);
+        recovery_failed(e, TROUPE_ECORRUPT);
+      } else {
+        request_page(e);
+      }
+      return;
+    }
+  }
+}
+
+/* ---- persisting -------------------------------------------------------- */
+
+typedef struct ap_ctx {
+  troupe_ref self;
+  uint64_t batch;
+} ap_ctx;
+
+static void on_appended(int status, uint64_t head, void *data) {
+  ap_ctx *ac = data;
+  emsg m = {.kind = EM_APPENDED, .status = status, .a = head, .b = ac->batch};
+  post(ac->self, &m);
+  free(ac);
+}
+
+typedef struct snap_ctx {
+  troupe_persistence *p;
+  char *pid;
+  uint32_t keep;
+  uint64_t delete_to;
+  troupe_system *sys;
+} snap_ctx;
+
+static void snap_ctx_free(snap_ctx *s) {
+  free(s->pid);
+  free(s);
+}
+
+static void on_deleted(int status, uint64_t seq, void *data) {
+  snap_ctx *s = data;
+  if (status < 0)
+    troupe_system_log(s->sys, TROUPE_LOG_WARN,
+                      "%s: deleting events up to %" PRIu64 " failed: %s",
+                      s->pid, s->delete_to, troupe_strerror(status));
+  snap_ctx_free(s);
+}
+
+static void on_retained(int status, uint64_t count, void *data) {
+  snap_ctx *s = data;
+  if (status < 0)
+    troupe_system_log(s->sys, TROUPE_LOG_WARN,
+                      "%s: snapshot retention failed: %s", s->pid,
+                      troupe_strerror(status));
+  if (status == 0 && s->delete_to &&
+      troupe_journal_delete_to(s->p->journal, s->pid, s->delete_to,
+                               on_deleted, s) == 0)
+    return;
+  snap_ctx_free(s);
+}
+
+static void on_snap_saved(int status, uint64_t count, void *data) {
+  snap_ctx *s = data;
+  (void)count;
+  if (status < 0) {
+    troupe_system_log(s->sys, TROUPE_LOG_WARN, "%s: snapshot failed: %s",
+                      s->pid, troupe_strerror(status));
+    snap_ctx_free(s);
+    return;
+  }
+  if (s->keep &&
+      troupe_snapshot_retain(s->p->snapshots, s->pid, s->keep, on_retained,
+                             s) == 0)
+    return;
+  on_retained(0, 0, s);
+}
+
+static void take_snapshot(troupe_entity *e) {
+  e->snap_wanted = false;
+  e->since_snap = 0;
+  if (!e->p->snapshots || e->seq == 0) return;
+  const troupe_type *st = e->def->state_type;
+  troupe_buf buf;
+  troupe_buf_init(&buf);
+  int rc = troupe_encode(st, e->state, &buf, NULL);
+  snap_ctx *s = rc == 0 ? calloc(1, sizeof *s) : NULL;
+  if (!s) {
+    log_entity(e, TROUPE_LOG_WARN, "snapshot not taken: %s",
+               troupe_strerror(rc < 0 ? rc : TROUPE_ENOMEM));
+    troupe_buf_free(&buf);
+    return;
+  }
+  s->p = e->p;
+  s->pid = strdup(e->pid);
+  s->keep = e->def->snapshot_keep;
+  s->sys = troupe_ctx_system(e->ctx);
+  if (e->def->delete_events) {
+    uint32_t keep = e->def->snapshot_keep ? e->def->snapshot_keep : 1;
+    if (!e->snap_ring) e->snap_ring = calloc(keep, sizeof *e->snap_ring);
+    if (e->snap_ring) {
+      e->snap_ring[e->snap_n % keep] = e->seq;
+      e->snap_n++;
+      /* the oldest kept snapshot bounds what may be deleted */
+      uint64_t oldest = e->seq;
+      uint32_t have = e->snap_n < keep ? e->snap_n : keep;
+      for (uint32_t i = 0; i < have; i++)
+        if (e->snap_ring[i] < oldest) oldest = e->snap_ring[i];
+      s->delete_to = e->snap_n >= keep ? oldest : 0;
+    }
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  troupe_snapshot snap = {
+    .persistence_id = e->pid, .seq = e->seq,
+    .timestamp_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+    .manifest = st->manifest, .version = st->version,
+    .state = buf.data, .state_len = buf.len};
+  if (!s->pid ||
+      troupe_snapshot_save(e->p->snapshots, &snap, on_snap_saved, s) < 0) {
+    log_entity(e, TROUPE_LOG_WARN, "snapshot not taken: %s", troupe_errmsg());
+    snap_ctx_free(s);
+  }
+  troupe_buf_free(&buf);
+}
+
+static void run_afters(troupe_entity *e, batch *b) {
+  e->cmd_sender = b->sender;   /* replies from callbacks go to its sender */
+  for (size_t i = 0; i < b->naft; i++) {
+    after_item *a = &b->aft[i];
+    if (a->type)
+      troupe_tell(a->to, a->type, a->value, e->self);
+    else if (a->fn)
+      a->fn(e, e->state, a->data);
+  }
+}
+
+/* Apply completed batches in submission order. Returns <0 to fail. */
+static int drain_completed(troupe_entity *e) {
+  while (e->q_head && e->q_head->done) {
+    batch *b = e->q_head;
+    e->q_head = b->next;
+    if (!e->q_head) e->q_tail = NULL;
+    if (!b->async && b->nev) e->sync_inflight--;
+    if (b->status < 0) {
+      int st = b->status;
+      if (st == TROUPE_ECONFLICT)
+        log_entity(e, TROUPE_LOG_ERROR,
+                   "write conflict: the journal is at seq %" PRIu64
+                   " (another writer?); stopping for recovery", b->head);
+      else
+        log_entity(e, TROUPE_LOG_ERROR, "journal write failed: %s",
+                   troupe_strerror(st));
+      batch_free(b);
+      e->phase = PH_FAILED;
+      return st;
+    }
+    bool snap = false;
+    for (size_t i = 0; i < b->nev; i++) {
+      int rc = e->def->apply(e->state, b->ev[i].type, b->ev[i].value);
+      e->seq++;
+      e->since_snap++;
+      if (rc < 0)
+        log_entity(e, TROUPE_LOG_ERROR,
+                   "apply failed for a persisted event at seq %" PRIu64 ": %s",
+                   e->seq, troupe_strerror(rc));
+      if (e->def->snapshot_when &&
+          e->def->snapshot_when(e->state, b->ev[i].type, b->ev[i].value,
+                                e->seq))
+        snap = true;
+    }
+    run_afters(e, b);
+    batch_free(b);
+    if (snap || e->snap_wanted ||
+        (e->def->snapshot_every && e->since_snap >= e->def->snapshot_every))
+      take_snapshot(e);
+  }
+  return 0;
+}
+
+static void reject(troupe_entity *e, batch *b, int err) {
+  log_entity(e, TROUPE_LOG_WARN, "persist rejected: %s (%s)",
+             troupe_strerror(err), troupe_errmsg());
+  if (e->def->on_persist_rejected)
+    e->def->on_persist_rejected(e, e->state, err);
+  batch_free(b);
+}
+
+/* Submit the batch built by the command just handled. */
+static void submit(troupe_entity *e, batch *b) {
+  b->id = ++e->next_batch;
+  if (b->nev == 0) {
+    if (!e->q_head) {       /* nothing ahead: effects now */
+      run_afters(e, b);
+      batch_free(b);
+      if (e->snap_wanted) take_snapshot(e);
+      return;
+    }
+    b->done = true;         /* after the batches ahead of it */
+    b->submitted = true;
+  } else {
+    troupe_event evs[64];
+    troupe_event *ev = b->nev <= 64 ? evs : calloc(b->nev, sizeof *ev);
+    troupe_buf *bufs = calloc(b->nev, sizeof *bufs);
+    const char *tagv[16 * 64];
+    const char **tags = b->nev <= 64 ? tagv : calloc(b->nev * 16, sizeof *tags);
+    int rc = (ev && bufs && tags) ? 0 : TROUPE_ENOMEM;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    for (size_t i = 0; i < b->nev && rc == 0; i++) {
+      troupe_buf_init(&bufs[i]);
+      rc = troupe_encode(b->ev[i].type, b->ev[i].value, &bufs[i], NULL);
+      if (rc < 0) break;
+      memset(&ev[i], 0, sizeof ev[i]);
+      ev[i].persistence_id = e->pid;
+      ev[i].seq = e->written + 1 + i;
+      ev[i].manifest = b->ev[i].type->manifest;
+      ev[i].version = b->ev[i].type->version;
+      ev[i].payload = bufs[i].data;
+      ev[i].payload_len = bufs[i].len;
+      ev[i].timestamp_ms = now;
+      if (e->def->tagger) {
+        ev[i].tags = &tags[i * 16];
+        ev[i].ntags = e->def->tagger(b->ev[i].type, b->ev[i].value,
+                                     &tags[i * 16], 16);
+        if (ev[i].ntags > 16) ev[i].ntags = 16;
+      }
+    }
+    ap_ctx *ac = rc == 0 ? malloc(sizeof *ac) : NULL;
+    if (rc == 0 && !ac) rc = TROUPE_ENOMEM;
+    if (rc == 0) {
+      ac->self = e->self;
+      ac->batch = b->id;
+      rc = troupe_journal_append(e->p->journal, e->pid, e->written, ev,
+                                 b->nev, on_appended, ac);
+      if (rc < 0) free(ac);
+    }
+    if (bufs)
+      for (size_t i = 0; i < b->nev; i++) troupe_buf_free(&bufs[i]);
+    free(bufs);
+    if (ev != evs) free(ev);
+    if (tags != tagv) free(tags);
+    if (rc < 0) {
+      reject(e, b, rc);
+      return;
+    }
+    e->written += b->nev;
+    b->submitted = true;
+    if (!b->async) e->sync_inflight++;
+  }
+  if (e->q_tail) e->q_tail->next = b;
+  else e->q_head = b;
+  e->q_tail = b;
+}
+
+/* ---- the behaviour ------------------------------------------------------- */
+
+static int entity_init(troupe_ctx *ctx, void *st, const void *arg) {
+  troupe_entity *e = st;
+  const spawn_arg *sa = arg;
+  memset(e, 0, sizeof *e);
+  e->ctx = ctx;
+  e->p = sa->p;
+  e->def = sa->def;
+  e->self = troupe_self(ctx);
+  snprintf(e->id, sizeof e->id, "%s", sa->id);
+  size_t n = strlen(e->def->type_name) + 1 + strlen(e->id) + 1;
+  e->pid = malloc(n);
+  if (!e->pid) return TROUPE_ENOMEM;
+  snprintf(e->pid, n, "%s|%s", e->def->type_name, e->id);
+  int rc = live_add(e->p, e->pid);
+  if (rc < 0) {
+    troupe_log(ctx, TROUPE_LOG_ERROR, "%s: %s", e->pid,
+               rc == TROUPE_EBUSY ? "already live in this process (single "
+                                    "writer)" : troupe_strerror(rc));
+    free(e->pid);
+    e->pid = NULL;
+    return rc;
+  }
+  e->registered = true;
+  e->state = calloc(1, e->def->state_type->size ? e->def->state_type->size : 1);
+  if (!e->state) {
+    entity_cleanup(e);
+    return TROUPE_ENOMEM;
+  }
+  if (e->def->init_state) e->def->init_state(e->state, e->id);
+  e->phase = PH_RECOVERING;
+  if (e->p->snapshots) {
+    rd_ctx *r = calloc(1, sizeof *r);
+    if (!r) {
+      entity_cleanup(e);
+      return TROUPE_ENOMEM;
+    }
+    r->self = e->self;
+    rc = troupe_snapshot_load(e->p->snapshots, e->pid, NULL, on_snapshot, r);
+    if (rc < 0) free(r);
+  } else {
+    emsg m = {.kind = EM_SNAP};
+    rc = troupe_tell(e->self, &T_EMSG, &m, TROUPE_REF_NONE);
+  }
+  if (rc < 0) {
+    entity_cleanup(e);
+    return rc;
+  }
+  return 0;
+}
+
+static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
+  troupe_entity *e = st;
+  e->ctx = ctx;
+  if (m->type == &T_EMSG) {
+    emsg *em = (emsg *)m->data;
+    if (em->kind == EM_APPENDED) {
+      for (batch *b = e->q_head; b; b = b->next)
+        if (b->id == em->b) {
+          b->done = true;
+          b->status = em->status;
+          b->head = em->a;
+          break;
+        }
+      int rc = drain_completed(e);
+      if (rc < 0) return rc;
+      if (e->sync_inflight == 0 && e->phase == PH_RUNNING)
+        troupe_unstash_all(ctx);
+      return 0;
+    }
+    handle_recovery(e, em);
+    return 0;
+  }
+  if (e->phase == PH_FAILED) return TROUPE_UNHANDLED;
+  if (e->phase == PH_RECOVERING || e->sync_inflight > 0) {
+    int rc = troupe_stash(ctx);
+    if (rc < 0)
+      log_entity(e, TROUPE_LOG_WARN, "command %s dropped: %s",
+                 m->type->manifest, troupe_strerror(rc));
+    return 0;
+  }
+  batch *b = calloc(1, sizeof *b);
+  if (!b) return TROUPE_ENOMEM;
+  e->cur = b;
+  e->cmd_sender = m->sender;
+  b->sender = m->sender;
+  int rc = e->def->command(e, e->state, m);
+  e->cur = NULL;
+  if (rc < 0 || rc == TROUPE_UNHANDLED) {
+    batch_free(b);
+    return rc;
+  }
+  submit(e, b);
+  return 0;
+}
+
+static void entity_post_stop(troupe_ctx *ctx, void *st) {
+  troupe_entity *e = st;
+  e->ctx = ctx;
+  entity_cleanup(e);
+}
+
+static void entity_pre_restart(troupe_ctx *ctx, void *st, int err) {
+  troupe_entity *e = st;
+  e->ctx = ctx;
+  entity_cleanup(e);
+}
+
+/* The failure of a write stops the entity by default; a supervisor may
+ * restart it (with backoff), which recovers from the journal. */
+static const troupe_behavior entity_behavior = {
+  .name = "entity",
+  .state_size = sizeof(troupe_entity),
+  .init = entity_init,
+  .receive = entity_receive,
+  .post_stop = entity_post_stop,
+  .pre_restart = entity_pre_restart,
+  .stash_capacity = DEFAULT_STASH,
+};
+
+static bool valid_actor_name(const char *n) {
+  if (!*n || n[0] == '$' || strlen(n) > 255) return false;
+  for (; *n; n++) {
+    unsigned char c = (unsigned char)*n;
+    if (c <= ' ' || c == '/' || c == '#' || c == '?' || c == '*' ||
+        c == '@' || c == ':' || c >= 0x7f)
+      return false;
+  }
+  return true;
+}
+
+int troupe_entity_spawn(troupe_system *sys, troupe_ctx *ctx,
+                        troupe_persistence *p, const troupe_entity_def *def,
+                        const char *entity_id, troupe_ref *out) {
+  if (!out || !p || !def || !entity_id || (!sys && !ctx))
+    return troupe__err(TROUPE_EINVAL, "troupe_entity_spawn: NULL argument");
+  *out = TROUPE_REF_NONE;
+  if (!def->type_name || !*def->type_name || !def->state_type ||
+      !def->command || !def->apply)
+    return troupe__err(TROUPE_EINVAL, "troupe_entity_spawn: the definition "
+                       "needs type_name, state_type, command and apply");
+  size_t idl = strlen(entity_id);
+  if (idl == 0 || idl > ENTITY_ID_MAX)
+    return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
+                       ENTITY_ID_MAX);
+  int rc = troupe_type_prepare(def->state_type);
+  if (rc < 0) return rc;
+  rc = troupe_type_prepare(&T_EMSG);
+  if (rc < 0) return rc;
+  /* refuse a second live writer before spawning */
+  char pid[ENTITY_ID_MAX + 260];
+  snprintf(pid, sizeof pid, "%s|%s", def->type_name, entity_id);
+  if (live_add(p, pid) == TROUPE_EBUSY)
+    return troupe__err(TROUPE_EBUSY, "entity %s is already live", pid);
+  live_del(p, pid);
+  spawn_arg sa;
+  memset(&sa, 0, sizeof sa);
+  sa.p = p;
+  sa.def = def;
+  memcpy(sa.id, entity_id, idl);
+  troupe_behavior *b = (troupe_behavior *)&entity_behavior;
+  troupe_spawn_opts so = {.name = valid_actor_name(entity_id) ? entity_id : NULL,
+                          .arg = &sa, .arg_size = sizeof sa};
+  (void)b;
+  if (ctx) return troupe_spawn(ctx, &entity_behavior, &so, out);
+  return troupe_system_spawn(sys, &entity_behavior, &so, out);
+}
+
+/* ---- the handle ---------------------------------------------------------- */
+
+int troupe_entity_persist(troupe_entity *e, const troupe_type *type,
+                          const void *event, unsigned flags) {
+  if (!e || !type)
+    return troupe__err(TROUPE_EINVAL, "troupe_entity_persist: NULL argument");
+  batch *b = e->cur;
+  if (!b) return troupe__err(TROUPE_ESTATE, "persist outside a command");
+  if (b->nev >= TROUPE_JOURNAL_MAX_BATCH)
+    return troupe__err(TROUPE_ETOOBIG, "too many events in one command");
+  if (b->nev == b->cev) {
+    size_t nc = b->cev ? b->cev * 2 : 4;
+    pending_ev *n = realloc(b->ev, nc * sizeof *n);
+    if (!n) return troupe__err(TROUPE_ENOMEM, "persist");
+    b->ev = n;
+    b->cev = nc;
+  }
+  void *v = malloc(type->size ? type->size : 1);
+  if (!v) return troupe__err(TROUPE_ENOMEM, "persist");
+  int rc = troupe_value_copy(type, v, event);
+  if (rc < 0) {
+    free(v);
+    return rc;
+  }
+  b->ev[b->nev].type = type;
+  b->ev[b->nev].value = v;
+  b->nev++;
+  if (flags & TROUPE_PERSIST_ASYNC) b->async = true;
+  return 0;
+}
+
+static after_item *after_slot(batch *b) {
+  if (b->naft == b->caft) {
+    size_t nc = b->caft ? b->caft * 2 : 2;
+    after_item *n = realloc(b->aft, nc * sizeof *n);
+    if (!n) return NULL;
+    b->aft = n;
+    b->caft = nc;
+  }
+  after_item *a = &b->aft[b->naft];
+  memset(a, 0, sizeof *a);
+  return a;
+}
+
+int troupe_entity_reply(troupe_entity *e, const troupe_type *type,
+                        const void *value) {
+  if (!e || !type)
+    return troupe__err(TROUPE_EINVAL, "troupe_entity_reply: NULL argument");
+  batch *b = e->cur;
+  if (!b) return troupe_tell(e->cmd_sender, type, value, e->self);
+  after_item *a = after_slot(b);
+  if (!a) return troupe__err(TROUPE_ENOMEM, "reply");
+  void *v = malloc(type->size ? type->size : 1);
+  if (!v) return troupe__err(TROUPE_ENOMEM, "reply");
+  int rc = type->size ? troupe_value_copy(type, v, value) : 0;
+  if (rc < 0) {
+    free(v);
+    return rc;
+  }
+  a->type = type;
+  a->value = v;
+  a->to = e->cmd_sender;
+  b->naft++;
+  return 0;
+}
+
+int troupe_entity_after(troupe_entity *e,
+                        void (*fn)(troupe_entity *, const void *, void *),
+                        void *data) {
+  if (!e || !fn)
+    return troupe__err(TROUPE_EINVAL, "troupe_entity_after: NULL argument");
+  batch *b = e->cur;
+  if (!b) {
+    fn(e, e->state, data);
+    return 0;
+  }
+  after_item *a = after_slot(b);
+  if (!a) return troupe__err(TROUPE_ENOMEM, "after");
+  a->fn = fn;
+  a->data = data;
+  b->naft++;
+  return 0;
+}
+
+int troupe_entity_snapshot(troupe_entity *e) {
+  if (!e) return troupe__err(TROUPE_EINVAL, "troupe_entity_snapshot: NULL");
+  e->snap_wanted = true;
+  return 0;
+}
+
+troupe_ctx *troupe_entity_ctx(troupe_entity *e) { return e ? e->ctx : NULL; }
+const char *troupe_entity_id(const troupe_entity *e) { return e ? e->id : ""; }
+const char *troupe_entity_persistence_id(const troupe_entity *e) {
+  return e && e->pid ? e->pid : "";
+}
+uint64_t troupe_entity_seq(const troupe_entity *e) { return e ? e->seq : 0; }

@@ -105,6 +105,12 @@ struct jnl_store {
   pthread_mutex_t sub_mu;
   jnl_sub *subs;
   atomic_int nsubs;
+  /* Handles closing wait here for their ops. It lives in the store, not
+   * the handle: a completion touches it after its decrement may have let
+   * the handle go, and the store outlives that completion because its
+   * threads are joined before it is freed. */
+  pthread_mutex_t idle_mu;
+  pthread_cond_t idle_cv;
 };
 
 struct jnl_handle {
@@ -112,8 +118,6 @@ struct jnl_handle {
   char *spec;
   atomic_uint_fast64_t inflight;
   atomic_int closing;
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
 };
 
 struct troupe_journal { jnl_handle h; };

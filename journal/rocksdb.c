@@ -985,6 +985,7 @@ static int check_layout(rdb_store *r, int create, int *fresh) {
   *fresh = 0;
   if (err) {
     rocksdb_free(err);
+    if (names) rocksdb_list_column_families_destroy(names, n);
     struct stat st;
     char cur[4096];
     snprintf(cur, sizeof cur, "%s/CURRENT", r->path);

@@ -38,11 +38,15 @@ void jnl_store_init(jnl_store *s, const jnl_backend_vt *vt,
   s->vt = vt;
   s->opts = *o;
   pthread_mutex_init(&s->sub_mu, NULL);
+  pthread_mutex_init(&s->idle_mu, NULL);
+  pthread_cond_init(&s->idle_cv, NULL);
   atomic_init(&s->nsubs, 0);
 }
 
 void jnl_store_destroy(jnl_store *s) {
   pthread_mutex_destroy(&s->sub_mu);
+  pthread_mutex_destroy(&s->idle_mu);
+  pthread_cond_destroy(&s->idle_cv);
   free(s->key);
 }
 
@@ -112,8 +116,6 @@ int jnl_handle_open(jnl_handle *h, const char *spec,
   }
   atomic_init(&h->inflight, 0);
   atomic_init(&h->closing, 0);
-  pthread_mutex_init(&h->mu, NULL);
-  pthread_cond_init(&h->cv, NULL);
 
   pthread_mutex_lock(&reg_mu);
   jnl_store *s = NULL;
@@ -138,8 +140,6 @@ int jnl_handle_open(jnl_handle *h, const char *spec,
   }
   pthread_mutex_unlock(&reg_mu);
   if (rc < 0) {
-    pthread_mutex_destroy(&h->mu);
-    pthread_cond_destroy(&h->cv);
     free(h->spec);
     return rc;
   }
@@ -153,11 +153,12 @@ int jnl_handle_close(jnl_handle *h) {
   if (jnl_in_store_thread)
     return troupe__err(TROUPE_EWRONGTHREAD,
                        "close called on a store thread (from a callback)");
-  atomic_store(&h->closing, 1);
-  pthread_mutex_lock(&h->mu);
-  while (atomic_load(&h->inflight) != 0) pthread_cond_wait(&h->cv, &h->mu);
-  pthread_mutex_unlock(&h->mu);
   jnl_store *s = h->store;
+  atomic_store(&h->closing, 1);
+  pthread_mutex_lock(&s->idle_mu);
+  while (atomic_load(&h->inflight) != 0)
+    pthread_cond_wait(&s->idle_cv, &s->idle_mu);
+  pthread_mutex_unlock(&s->idle_mu);
   drop_subs(s, h);
   pthread_mutex_lock(&reg_mu);
   int last = --s->refs == 0;
@@ -170,8 +171,6 @@ int jnl_handle_close(jnl_handle *h) {
    * the RocksDB lock file */
   if (last) s->vt->close(s);
   pthread_mutex_unlock(&reg_mu);
-  pthread_mutex_destroy(&h->mu);
-  pthread_cond_destroy(&h->cv);
   free(h->spec);
   return 0;
 }
@@ -206,15 +205,22 @@ jnl_op *jnl_op_new(jnl_handle *h, int kind, const char *pid,
   return op;
 }
 
+/* Drop one in-flight op of h; h may be freed as soon as the count is 0,
+ * so only the store is touched after the decrement. */
+static void idle_release(jnl_handle *h) {
+  jnl_store *s = h->store;
+  if (atomic_fetch_sub(&h->inflight, 1) == 1) {
+    pthread_mutex_lock(&s->idle_mu);
+    pthread_cond_broadcast(&s->idle_cv);
+    pthread_mutex_unlock(&s->idle_mu);
+  }
+}
+
 int jnl_op_submit(jnl_op *op) {
   jnl_handle *h = op->h;
   atomic_fetch_add(&h->inflight, 1);
   if (atomic_load(&h->closing)) {
-    if (atomic_fetch_sub(&h->inflight, 1) == 1) {
-      pthread_mutex_lock(&h->mu);
-      pthread_cond_broadcast(&h->cv);
-      pthread_mutex_unlock(&h->mu);
-    }
+    idle_release(h);
     free(op);
     return troupe__err(TROUPE_ECLOSED, "store handle is closing");
   }
@@ -305,12 +311,7 @@ void jnl_op_complete(jnl_op *op) {
   }
   free(op->detail);
   free(op);
-  /* after this the handle may be gone */
-  if (atomic_fetch_sub(&h->inflight, 1) == 1 && atomic_load(&h->closing)) {
-    pthread_mutex_lock(&h->mu);
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-  }
+  idle_release(h);
 }
 
 /* --- subscriptions ------------------------------------------------------- */
@@ -349,11 +350,14 @@ int troupe_journal_subscribe(troupe_journal *j, const char *tag,
   s->data = data;
   if (tag) memcpy(s->tag, tag, tl + 1);
   jnl_store *st = j->h.store;
-  pthread_mutex_lock(&st->sub_mu);
+  /* from inside a notification this thread already holds sub_mu; adding
+   * at the head does not disturb the walk in progress */
+  int held = notifying_store == st;
+  if (!held) pthread_mutex_lock(&st->sub_mu);
   s->next = st->subs;
   st->subs = s;
   atomic_fetch_add(&st->nsubs, 1);
-  pthread_mutex_unlock(&st->sub_mu);
+  if (!held) pthread_mutex_unlock(&st->sub_mu);
   *out = s;
   return 0;
 }

@@ -249,7 +249,9 @@ TROUPE_EXTERN int troupe_journal_list_ids(troupe_journal *j, const char *after,
  * store's writer thread (memory: its worker thread), one at a time. When
  * `tag` is not NULL only events carrying it are passed (calls with none
  * are skipped). Events are valid during the call only; the callback
- * must not block (it delays every writer of the store).
+ * must not block (it delays every writer of the store). It may
+ * subscribe and unsubscribe (its own subscription too) and submit
+ * asynchronous calls.
  * On success *out is the subscription, ended with
  * troupe_journal_unsubscribe() or by closing the journal handle.
  * Errors: TROUPE_EINVAL, TROUPE_ECLOSED, TROUPE_ENOMEM.

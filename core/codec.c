@@ -149,6 +149,20 @@ static int put_double(troupe_buf *b, double d) {
 static int enc_value(enc *e, const troupe_type *t, const uint8_t *v,
                      uint32_t depth);
 
+/* Copy a pre-encoded key: keys are short, and both sides have
+ * TROUPE__KEY_SLACK bytes to spare, so most take two word moves. */
+static inline void copy_key(uint8_t *o, const uint8_t *k, size_t n) {
+  if (TROUPE_LIKELY(n <= 16)) {
+    uint64_t a, b;
+    memcpy(&a, k, 8);
+    memcpy(&b, k + 8, 8);
+    memcpy(o, &a, 8);
+    memcpy(o + 8, &b, 8);
+  } else {
+    memcpy(o, k, n);
+  }
+}
+
 static int enc_ref(enc *e, const troupe_type *t, const troupe_field *f,
                    const uint8_t *p) {
   troupe_ref ref;
@@ -234,8 +248,8 @@ static int enc_value(enc *e, const troupe_type *t, const uint8_t *v,
     const troupe_field *f = &t->fields[i];
     if ((f->flags & TROUPE_FF_OPTIONAL) && !v[f->present_offset]) continue;
     const troupe__finfo *fi = &ti->f[i];
-    if ((rc = need(b, fi->keylen))) return rc;
-    memcpy(b->data + b->len, fi->key, fi->keylen);
+    if ((rc = need(b, (size_t)fi->keylen + TROUPE__KEY_SLACK))) return rc;
+    copy_key(b->data + b->len, fi->key, fi->keylen);
     b->len += fi->keylen;
     const uint8_t *p = v + f->offset;
     switch (f->shape) {
@@ -277,6 +291,13 @@ int troupe_encode(const troupe_type *t, const void *value, troupe_buf *out,
                   const troupe_codec_opts *opts) {
   if (!t || !value || !out)
     return troupe__err(TROUPE_EINVAL, "troupe_encode: NULL argument");
+  /* a value with bytes but no field table or codec is local-only: encoding
+   * it as an empty map would silently lose it */
+  if (t->size && !t->nfields && !(t->ops && t->ops->encode))
+    return troupe__err(TROUPE_EUNSUPPORTED,
+                       "type '%s' has no field table or codec: it cannot be "
+                       "encoded (local messages only)",
+                       t->manifest ? t->manifest : "?");
   troupe_limits lim;
   troupe__limits_resolve(opts ? opts->limits : NULL, &lim);
   size_t saved = out->len;
@@ -626,10 +647,11 @@ static int dec_elem(dec *d, const troupe_type *ot, const troupe_field *f,
       if (n > d->lim.max_string)
         return DFAIL(d, TROUPE_ETOOBIG, "string of %zu bytes (limit %zu)", n,
                      d->lim.max_string);
-      if (!troupe__utf8_valid(t.s, n))
+      if (TROUPE_UNLIKELY(!troupe__text_valid(t.s, n))) {
+        if (memchr(t.s, 0, n))
+          return DFAIL(d, TROUPE_EDECODE, "%s", "text contains a NUL byte");
         return DFAIL(d, TROUPE_EDECODE, "%s", "text is not valid UTF-8");
-      if (memchr(t.s, 0, n))
-        return DFAIL(d, TROUPE_EDECODE, "%s", "text contains a NUL byte");
+      }
       if ((rc = account(d, n + 1))) return rc;
       char *s = troupe__tmalloc(n + 1);
       if (!s) return troupe__err(TROUPE_ENOMEM, "decode: no memory");
@@ -735,6 +757,23 @@ static int dec_field(dec *d, const troupe_type *t, const troupe_field *f,
   return rc;
 }
 
+/* Whether the input at a (avail bytes left) starts with the key k of n
+ * bytes; k has TROUPE__KEY_SLACK readable bytes after it. */
+static inline bool keyeq(const uint8_t *a, size_t avail, const uint8_t *k,
+                         size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  if (n <= 8 && avail >= 8) {
+    uint64_t x, y;
+    memcpy(&x, a, 8);
+    memcpy(&y, k, 8);
+    uint64_t mask = n == 8 ? ~0ull : (1ull << (8 * n)) - 1;
+    return ((x ^ y) & mask) == 0;
+  }
+#endif
+  if (avail < n) return false;
+  return memcmp(a, k, n) == 0;
+}
+
 /* The field whose name is key, or -1. Input in canonical order hits
  * `*cursor` at once; anything else costs a binary search. */
 static int find_field(const troupe__tinfo *ti, const troupe_type *t,
@@ -785,10 +824,22 @@ static int dec_struct(dec *d, const troupe_type *t, uint8_t *v, const tok *tk,
     if (indef && e >= d->lim.max_items)
       return DFAIL(d, TROUPE_ETOOBIG, "map of more than %zu entries",
                    d->lim.max_items);
+    int idx = -1;
+    /* Canonical input: the next key is the next field's pre-encoded key,
+     * compared in place without decoding a head. */
+    if (cursor < ti->nfields) {
+      uint32_t i = ti->order[cursor];
+      const troupe__finfo *fi = &ti->f[i];
+      if (keyeq(d->p, (size_t)(d->end - d->p), fi->key, fi->keylen)) {
+        d->p += fi->keylen;
+        cursor++;
+        idx = (int)i;
+        goto have_field;
+      }
+    }
     tok key;
     if ((rc = next(d, &key))) return rc;
     if (key.k == T_BREAK && indef) break;
-    int idx = -1;
     if (key.k == T_TEXT) {
       idx = find_field(ti, t, key.s, (size_t)key.u, &cursor);
     } else if ((rc = skip_rest(d, &key, depth))) {
@@ -798,6 +849,7 @@ static int dec_struct(dec *d, const troupe_type *t, uint8_t *v, const tok *tk,
       if ((rc = skip_item(d, depth))) return rc;
       continue;
     }
+  have_field:;
     const troupe_field *f = &t->fields[idx];
     d->cf = f;
     if (seen[idx / 64] & (1ull << (idx % 64)))

@@ -38,19 +38,27 @@ void *troupe__trealloc(void *p, size_t n) {
 /* ------------------------------------------------------------------ */
 /* UTF-8                                                               */
 
-bool troupe__utf8_valid(const uint8_t *s, size_t n) {
+static inline bool utf8_check(const uint8_t *s, size_t n, bool nul_ok) {
   size_t i = 0;
   while (i < n) {
-    /* ASCII runs, eight bytes at a time. */
+    /* ASCII runs, eight bytes at a time (and no zero byte among them when
+     * NUL is refused: the classic has-zero-byte test). */
     while (i + 8 <= n) {
       uint64_t w;
       memcpy(&w, s + i, 8);
       if (w & 0x8080808080808080ull) break;
+      if (!nul_ok &&
+          ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull))
+        return false;
       i += 8;
     }
     if (i >= n) break;
     uint8_t c = s[i];
-    if (c < 0x80) { i++; continue; }
+    if (c < 0x80) {
+      if (!c && !nul_ok) return false;
+      i++;
+      continue;
+    }
     size_t need;
     uint32_t cp;
     if (c >= 0xC2 && c <= 0xDF) { need = 1; cp = c & 0x1F; }
@@ -69,6 +77,14 @@ bool troupe__utf8_valid(const uint8_t *s, size_t n) {
     i += need + 1;
   }
   return true;
+}
+
+bool troupe__utf8_valid(const uint8_t *s, size_t n) {
+  return utf8_check(s, n, true);
+}
+
+bool troupe__text_valid(const uint8_t *s, size_t n) {
+  return utf8_check(s, n, false);
 }
 
 /* ------------------------------------------------------------------ */
@@ -292,8 +308,10 @@ static int build_info(const troupe_type *t, troupe__tinfo **out) {
   size_t keybytes = 0;
   for (uint32_t i = 0; i < n; i++)
     keybytes += 2 + strlen(t->fields[i].name);
+  /* KEY_SLACK zero bytes after the keys let the codec move and compare a
+   * short key as whole 8-byte words. */
   size_t sz = sizeof(troupe__tinfo) + n * sizeof(troupe__finfo) +
-              n * sizeof(uint16_t) + keybytes;
+              n * sizeof(uint16_t) + keybytes + TROUPE__KEY_SLACK;
   /* Not subject to failure injection: descriptors are prepared once and
    * the tests exercise failures elsewhere. */
   troupe__tinfo *ti = calloc(1, sz);
@@ -356,8 +374,9 @@ static int prepare_locked(const troupe_type *t, prep_stack *st) {
   if (t->version == 0)
     return troupe__err(TROUPE_EINVAL, "type '%s': version 0 (must be >= 1)",
                        m);
-  if (t->size == 0)
-    return troupe__err(TROUPE_EINVAL, "type '%s': size 0", m);
+  /* size 0 is a signal message (no value); it cannot have fields */
+  if (t->size == 0 && (t->nfields || t->ops))
+    return troupe__err(TROUPE_EINVAL, "type '%s': size 0 with fields", m);
   if (t->nfields > TROUPE_FIELDS_MAX)
     return troupe__err(TROUPE_EINVAL, "type '%s': %u fields (max %d)", m,
                        t->nfields, TROUPE_FIELDS_MAX);

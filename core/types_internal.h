@@ -16,6 +16,9 @@
  */
 #define TROUPE__TF_INFO_SHIFT 8
 
+/* Readable bytes after every pre-encoded key (see codec.c). */
+#define TROUPE__KEY_SLACK 16
+
 typedef struct troupe__finfo {
   const uint8_t *key;   /* the name's CBOR encoding (header + bytes) */
   uint16_t keylen;
@@ -52,6 +55,8 @@ void *troupe__trealloc(void *p, size_t n);
 
 /* UTF-8 well-formedness (RFC 3629: no overlongs, no surrogates). */
 bool troupe__utf8_valid(const uint8_t *s, size_t n);
+/* The same, refusing NUL bytes too (text that becomes a C string). */
+bool troupe__text_valid(const uint8_t *s, size_t n);
 
 /* Encode the value at `value` of type t (depth for the nesting limit). */
 int troupe__encode_value(const troupe_type *t, const void *value,

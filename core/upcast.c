@@ -180,6 +180,7 @@ int troupe_decode_as(const char *manifest, uint32_t version,
     void *nv = last ? value : troupe__tcalloc(1, s->to->size);
     if (!nv) {
       rc = troupe__err(TROUPE_ENOMEM, "upcast: no memory");
+      drop(cur_t, cur);
       break;
     }
     memset(nv, 0, s->to->size);

@@ -80,9 +80,17 @@ static void free_fields(const troupe_type *t, uint8_t *v) {
   }
 }
 
+/* Prepared already (the common case: one load), or prepare now. */
+static inline int ensure_prepared(const troupe_type *t) {
+  if (TROUPE_LIKELY(__atomic_load_n(&t->_flags, __ATOMIC_ACQUIRE) &
+                    TROUPE__TF_PREPARED))
+    return 0;
+  return troupe_type_prepare(t);
+}
+
 void troupe_value_free(const troupe_type *t, void *value) {
   if (!t || !value) return;
-  if (troupe_type_prepare(t)) return;  /* no value can exist */
+  if (ensure_prepared(t)) return;  /* no value can exist */
   free_nested(t, value);
 }
 
@@ -206,7 +214,7 @@ static int dup_fields(const troupe_type *t, uint8_t *dst, const uint8_t *src) {
 int troupe_value_copy(const troupe_type *t, void *dst, const void *src) {
   if (!t || !dst || !src)
     return troupe__err(TROUPE_EINVAL, "troupe_value_copy: NULL argument");
-  int rc = troupe_type_prepare(t);
+  int rc = ensure_prepared(t);
   if (rc) return rc;
   if (type_flat(t)) {
     memcpy(dst, src, t->size);

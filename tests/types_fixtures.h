@@ -18,14 +18,14 @@
 /* ------------------------------------------------------------------ */
 /* Ref hooks: "troupe://test/<node>/<uid>"                             */
 
-static int fx_to_uri(struct troupe_system *sys, troupe_ref r, char *buf,
+static inline int fx_to_uri(struct troupe_system *sys, troupe_ref r, char *buf,
                      size_t size) {
   (void)sys;
   return snprintf(buf, size, "troupe://test/%" PRIu64 "/%" PRIu64, r.node,
                   r.uid);
 }
 
-static int fx_from_uri(struct troupe_system *sys, const char *uri, size_t len,
+static inline int fx_from_uri(struct troupe_system *sys, const char *uri, size_t len,
                        troupe_ref *out) {
   (void)sys;
   char tmp[96];
@@ -75,7 +75,7 @@ typedef struct fx_money {
   char cur[4];
 } fx_money;
 
-static int fx_money_encode(const troupe_type *t, const void *v, troupe_buf *out) {
+static inline int fx_money_encode(const troupe_type *t, const void *v, troupe_buf *out) {
   (void)t;
   const fx_money *m = v;
   unsigned char tmp[32];
@@ -89,7 +89,7 @@ static int fx_money_encode(const troupe_type *t, const void *v, troupe_buf *out)
   return troupe_buf_append(out, tmp, n);
 }
 
-static int fx_money_decode(const troupe_type *t, const uint8_t *data,
+static inline int fx_money_decode(const troupe_type *t, const uint8_t *data,
                            size_t len, void *v) {
   (void)t;
   fx_money *m = v;
@@ -114,7 +114,7 @@ static int fx_money_decode(const troupe_type *t, const uint8_t *data,
   return rc;
 }
 
-static bool fx_money_equal(const troupe_type *t, const void *a, const void *b) {
+static inline bool fx_money_equal(const troupe_type *t, const void *a, const void *b) {
   (void)t;
   const fx_money *x = a, *y = b;
   return x->cents == y->cents && strncmp(x->cur, y->cur, 4) == 0;
@@ -131,7 +131,7 @@ typedef struct fx_blob {
   size_t n;
 } fx_blob;
 
-static int fx_blob_copy(const troupe_type *t, void *dst, const void *src) {
+static inline int fx_blob_copy(const troupe_type *t, void *dst, const void *src) {
   (void)t;
   const fx_blob *s = src;
   fx_blob *d = dst;
@@ -142,14 +142,14 @@ static int fx_blob_copy(const troupe_type *t, void *dst, const void *src) {
   d->n = s->n;
   return 0;
 }
-static void fx_blob_free(const troupe_type *t, void *v) {
+static inline void fx_blob_free(const troupe_type *t, void *v) {
   (void)t;
   fx_blob *b = v;
   free(b->p);
   b->p = NULL;
   b->n = 0;
 }
-static int fx_blob_encode(const troupe_type *t, const void *v, troupe_buf *out) {
+static inline int fx_blob_encode(const troupe_type *t, const void *v, troupe_buf *out) {
   (void)t;
   const fx_blob *b = v;
   unsigned char h[9];
@@ -158,7 +158,7 @@ static int fx_blob_encode(const troupe_type *t, const void *v, troupe_buf *out) 
   if (!rc) rc = troupe_buf_append(out, b->p, b->n);
   return rc;
 }
-static int fx_blob_decode(const troupe_type *t, const uint8_t *data,
+static inline int fx_blob_decode(const troupe_type *t, const uint8_t *data,
                           size_t len, void *v) {
   (void)t;
   fx_blob *b = v;
@@ -254,14 +254,14 @@ static troupe_type fx_sink_type =
 /* ------------------------------------------------------------------ */
 /* Random values                                                       */
 
-static uint64_t fx_rng(uint64_t *s) {     /* splitmix64 */
+static inline uint64_t fx_rng(uint64_t *s) {     /* splitmix64 */
   uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
   return z ^ (z >> 31);
 }
 
-static uint64_t fx_int(uint64_t *s) {
+static inline uint64_t fx_int(uint64_t *s) {
   /* Favour the edges of each CBOR width. */
   static const uint64_t edges[] = {0, 1, 23, 24, 255, 256, 65535, 65536,
                                    0xFFFFFFFFull, 0x100000000ull,
@@ -273,7 +273,7 @@ static uint64_t fx_int(uint64_t *s) {
   return fx_rng(s) >> (r % 64);
 }
 
-static double fx_double(uint64_t *s) {
+static inline double fx_double(uint64_t *s) {
   static const double special[] = {0.0, -0.0, 1.0, -1.5, 65504.0, 65520.0,
                                    5.960464477539063e-08, 6.103515625e-05,
                                    1e-300, 1e300, 0.1, 3.4028234663852886e38,
@@ -307,7 +307,7 @@ static char *fx_str(uint64_t *s) {
   return p;
 }
 
-static troupe_bytes fx_bytes(uint64_t *s) {
+static inline troupe_bytes fx_bytes(uint64_t *s) {
   troupe_bytes b = {NULL, fx_rng(s) % 20};
   if (b.len) {
     b.data = malloc(b.len);
@@ -316,24 +316,24 @@ static troupe_bytes fx_bytes(uint64_t *s) {
   return b;
 }
 
-static troupe_ref fx_ref(uint64_t *s) {
+static inline troupe_ref fx_ref(uint64_t *s) {
   if (fx_rng(s) % 4 == 0) return TROUPE_REF_NONE;
   troupe_ref r = {fx_rng(s) % 1000, fx_int(s) | 1};
   return r;
 }
 
-static void fx_gen_tag(uint64_t *s, fx_tag *t) {
+static inline void fx_gen_tag(uint64_t *s, fx_tag *t) {
   t->name = fx_rng(s) % 5 ? fx_str(s) : NULL;
   t->blob = fx_bytes(s);
 }
 
-static void fx_gen_money(uint64_t *s, fx_money *m) {
+static inline void fx_gen_money(uint64_t *s, fx_money *m) {
   memset(m, 0, sizeof *m);
   m->cents = (int64_t)(fx_rng(s) % 2000000) - 1000000;
   memcpy(m->cur, fx_rng(s) % 2 ? "EUR" : "CH", 3);
 }
 
-static void fx_gen_blob(uint64_t *s, fx_blob *b) {
+static inline void fx_gen_blob(uint64_t *s, fx_blob *b) {
   troupe_bytes x = fx_bytes(s);
   b->p = x.data;
   b->n = x.len;
@@ -345,7 +345,7 @@ static void *fx_vec_alloc(troupe_vec *v, size_t n, size_t es) {
   return v->items;
 }
 
-static void fx_gen_sink(uint64_t *s, fx_sink *v) {
+static inline void fx_gen_sink(uint64_t *s, fx_sink *v) {
   memset(v, 0, sizeof *v);
   v->i8 = (int8_t)fx_int(s); v->i16 = (int16_t)fx_int(s);
   v->i32 = (int32_t)fx_int(s); v->i64 = (int64_t)fx_int(s);
@@ -398,7 +398,7 @@ static void fx_gen_sink(uint64_t *s, fx_sink *v) {
   for (size_t i = 0; i < v->v_blob.len; i++) fx_gen_blob(s, &bl[i]);
 }
 
-static void fx_gen_node(uint64_t *s, fx_node *n, int depth) {
+static inline void fx_gen_node(uint64_t *s, fx_node *n, int depth) {
   memset(n, 0, sizeof *n);
   n->val = (int32_t)fx_int(s);
   if (depth <= 0) return;

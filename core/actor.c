@@ -798,11 +798,26 @@ size_t troupe_unstash_all(troupe_ctx *ctx) {
   c->mb_len += x->stash_len;
   x->stash_head = x->stash_tail = NULL;
   x->stash_len = 0;
-  if (!(c->flags & TROUPE__CF_SCHEDULED) && c->sys->cur_cell != c)
-    troupe__schedule(c);
-  else if (!(c->flags & TROUPE__CF_SCHEDULED))
-    troupe__schedule(c);
+  if (!(c->flags & TROUPE__CF_SCHEDULED)) troupe__schedule(c);
   return n;
+}
+
+size_t troupe_unstash(troupe_ctx *ctx, size_t max) {
+  troupe__cell *c = (troupe__cell *)ctx;
+  if (!c || !c->ext || !c->ext->stash_head || max == 0) return 0;
+  troupe__cell_ext *x = c->ext;
+  if (max >= x->stash_len) return troupe_unstash_all(ctx);
+  /* detach the first max messages */
+  troupe__env *first = x->stash_head, *last = first;
+  for (size_t i = 1; i < max; i++) last = last->next;
+  x->stash_head = last->next;
+  x->stash_len -= (uint32_t)max;
+  last->next = c->mb_head;
+  if (!c->mb_head) c->mb_tail = last;
+  c->mb_head = first;
+  c->mb_len += (uint32_t)max;
+  if (!(c->flags & TROUPE__CF_SCHEDULED)) troupe__schedule(c);
+  return max;
 }
 
 size_t troupe_stash_size(const troupe_ctx *ctx) {

@@ -407,7 +407,7 @@ static void recovery_done(troupe_entity *e) {
   e->phase = PH_RUNNING;
   e->written = e->seq;
   if (e->def->on_recovered) e->def->on_recovered(e, e->state, e->seq);
-  troupe_unstash_all(e->ctx);
+  troupe_unstash(e->ctx, 1);
 }
 
 static void request_page(troupe_entity *e) {
@@ -864,7 +864,7 @@ static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
       int rc = drain_completed(e);
       if (rc < 0) return rc;
       if (e->sync_inflight == 0 && e->phase == PH_RUNNING)
-        troupe_unstash_all(ctx);
+        troupe_unstash(ctx, 1);
       return 0;
     }
     handle_recovery(e, em);
@@ -887,9 +887,15 @@ static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   e->cur = NULL;
   if (rc < 0 || rc == TROUPE_UNHANDLED) {
     batch_free(b);
+    if (rc == TROUPE_UNHANDLED && e->sync_inflight == 0)
+      troupe_unstash(ctx, 1);
     return rc;
   }
   submit(e, b);
+  /* Commands held while persisting come back one at a time, so each is
+   * handled against the state its predecessors produced, and a command
+   * that persists again leaves the rest held (no O(n^2) re-stashing). */
+  if (e->sync_inflight == 0) troupe_unstash(ctx, 1);
   return 0;
 }
 

@@ -295,6 +295,9 @@ TROUPE_EXTERN int troupe_stash(troupe_ctx *ctx);
 /* Put every stashed message back at the head of the mailbox, in the order
  * they were stashed. Returns how many. */
 TROUPE_EXTERN size_t troupe_unstash_all(troupe_ctx *ctx);
+/* Put back at most max of the oldest stashed messages at the head of the
+ * mailbox, in order (the rest stay stashed). Returns how many. */
+TROUPE_EXTERN size_t troupe_unstash(troupe_ctx *ctx, size_t max);
 /* Number of stashed messages. */
 TROUPE_EXTERN size_t troupe_stash_size(const troupe_ctx *ctx);
 

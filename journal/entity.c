@@ -429,11 +429,29 @@ static void request_page(troupe_entity *e) {
   recovery_failed(e, err);
 }
 
-static int decode_apply(troupe_entity *e, const char *manifest,
-                        uint32_t version, const uint8_t *payload, size_t len,
-                        uint64_t seq) {
+/* Recovery decodes many events of few types: remember the last one. */
+typedef struct resolve_cache {
+  char manifest[128];
+  uint32_t version;
+  const troupe_type *type;
+} resolve_cache;
+
+static int decode_apply(troupe_entity *e, resolve_cache *rcache,
+                        const char *manifest, uint32_t version,
+                        const uint8_t *payload, size_t len, uint64_t seq) {
   const troupe_type *t = NULL;
-  int rc = troupe_type_resolve(manifest, version, &t);
+  int rc = 0;
+  if (rcache->type && rcache->version == version &&
+      strcmp(rcache->manifest, manifest) == 0) {
+    t = rcache->type;
+  } else {
+    rc = troupe_type_resolve(manifest, version, &t);
+    if (rc == 0 && strlen(manifest) < sizeof rcache->manifest) {
+      strcpy(rcache->manifest, manifest);
+      rcache->version = version;
+      rcache->type = t;
+    }
+  }
   if (rc < 0) {
     log_entity(e, TROUPE_LOG_ERROR,
                "recovery failed at seq %" PRIu64 ": unknown event type %s v%u",
@@ -520,6 +538,8 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
       return;
     case EM_PAGE: {
       page *pg = m->ptr;
+      resolve_cache rcache;
+      rcache.type = NULL;
       for (size_t i = 0; i < pg->n; i++) {
         rec_event *r = &pg->ev[i];
         if (r->seq != e->seq + 1) {
@@ -529,8 +549,8 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
           recovery_failed(e, TROUPE_ECORRUPT);
           return;
         }
-        int rc = decode_apply(e, r->manifest, r->version, r->payload, r->len,
-                              r->seq);
+        int rc = decode_apply(e, &rcache, r->manifest, r->version,
+                              r->payload, r->len, r->seq);
         if (rc < 0) {
           recovery_failed(e, rc);
           return;
@@ -872,7 +892,10 @@ static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   }
   if (e->phase == PH_FAILED) return TROUPE_UNHANDLED;
   if (e->phase == PH_RECOVERING || e->sync_inflight > 0) {
-    int rc = troupe_stash(ctx);
+    uint32_t cap = e->def->stash_capacity ? e->def->stash_capacity
+                                          : DEFAULT_STASH;
+    int rc = troupe_stash_size(ctx) >= cap ? TROUPE_ESTASHFULL
+                                           : troupe_stash(ctx);
     if (rc < 0)
       log_entity(e, TROUPE_LOG_WARN, "command %s dropped: %s",
                  m->type->manifest, troupe_strerror(rc));
@@ -920,7 +943,7 @@ static const troupe_behavior entity_behavior = {
   .receive = entity_receive,
   .post_stop = entity_post_stop,
   .pre_restart = entity_pre_restart,
-  .stash_capacity = DEFAULT_STASH,
+  .stash_capacity = UINT32_MAX,   /* the definition's cap applies */
 };
 
 static bool valid_actor_name(const char *n) {

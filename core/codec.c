@@ -4,9 +4,10 @@
  * Encoding writes heads with libcbor's encoding functions into a
  * troupe_buf. Decoding is a pull parser over libcbor's streaming decoder
  * (cbor_stream_decode reads one head per call and reports it through a
- * callback; we turn that into a token), driven by the field table. Neither
- * direction builds libcbor item trees: no allocation besides the value's
- * own buffers.
+ * callback; we turn that into a token), driven by the field table, with
+ * the most common heads read inline (see fast_head). Neither direction
+ * builds libcbor item trees: no allocation besides the value's own
+ * buffers.
  *
  * Wire shape of a described value: a map from field name (text) to value.
  * Names rather than field indices because a name is what a schema change
@@ -298,10 +299,11 @@ int troupe_encode(const troupe_type *t, const void *value, troupe_buf *out,
                        "type '%s' has no field table or codec: it cannot be "
                        "encoded (local messages only)",
                        t->manifest ? t->manifest : "?");
-  troupe_limits lim;
-  troupe__limits_resolve(opts ? opts->limits : NULL, &lim);
+  uint32_t max_depth = opts && opts->limits && opts->limits->max_depth
+                           ? opts->limits->max_depth
+                           : troupe__default_max_depth();
   size_t saved = out->len;
-  int rc = troupe__encode_value(t, value, out, opts, 1, lim.max_depth);
+  int rc = troupe__encode_value(t, value, out, opts, 1, max_depth);
   if (rc) out->len = saved;
   return rc;
 }
@@ -406,10 +408,76 @@ static int dfail(dec *d, int code, const char *fmt, ...) {
 }
 #define DFAIL(d, code, ...) dfail((d), (code), __VA_ARGS__)
 
+/*
+ * The common heads are read inline: integers, definite-length strings,
+ * arrays and maps (major types 0-5 with an argument in the head). A call
+ * into libcbor per head costs more than the rest of decoding a field, and
+ * these are most heads. Everything else (floats, simple values, tags,
+ * indefinite lengths, reserved values, truncation) goes to libcbor's
+ * streaming decoder. The two must agree exactly: troupe__cbor_head_check
+ * compares them and test_codec runs it over random input.
+ */
+static inline bool fast_head(const uint8_t *p, size_t avail, tok *t,
+                             size_t *used) {
+  uint8_t ib = *p;
+  unsigned major = ib >> 5, ai = ib & 31u;
+  if (major > 5 || ai > 27) return false;
+  uint64_t v;
+  size_t hl;
+  if (ai < 24) {
+    v = ai;
+    hl = 1;
+  } else {
+    hl = 1 + ((size_t)1 << (ai - 24));
+    if (avail < hl) return false;
+    switch (ai) {
+      case 24: v = p[1]; break;
+      case 25: v = (uint64_t)p[1] << 8 | p[2]; break;
+      case 26:
+        v = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 |
+            (uint64_t)p[3] << 8 | p[4];
+        break;
+      default:
+        v = 0;
+        for (int i = 1; i <= 8; i++) v = v << 8 | p[i];
+        break;
+    }
+  }
+  static const int kinds[6] = {T_UINT, T_NEG, T_BYTES, T_TEXT, T_ARRAY, T_MAP};
+  t->k = kinds[major];
+  t->u = v;
+  if (major == 2 || major == 3) {
+    if (v > avail - hl) return false;
+    t->s = p + hl;
+    *used = hl + (size_t)v;
+  } else {
+    *used = hl;
+  }
+  return true;
+}
+
+int troupe__cbor_head_check(const uint8_t *p, size_t n) {
+  tok a, b;
+  size_t used;
+  memset(&a, 0, sizeof a);
+  memset(&b, 0, sizeof b);
+  if (!n || !fast_head(p, n, &a, &used)) return 0;
+  struct cbor_decoder_result r = cbor_stream_decode(p, n, &cbs, &b);
+  if (r.status != CBOR_DECODER_FINISHED || r.read != used || a.k != b.k ||
+      a.u != b.u || ((a.k == T_TEXT || a.k == T_BYTES) && a.s != b.s))
+    return -1;
+  return 0;
+}
+
 static int next(dec *d, tok *t) {
   if (TROUPE_UNLIKELY(d->p >= d->end))
     return DFAIL(d, TROUPE_EDECODE, "input truncated at offset %zu",
                  (size_t)(d->p - d->start));
+  size_t used;
+  if (TROUPE_LIKELY(fast_head(d->p, (size_t)(d->end - d->p), t, &used))) {
+    d->p += used;
+    return 0;
+  }
   struct cbor_decoder_result r =
       cbor_stream_decode(d->p, (size_t)(d->end - d->p), &cbs, t);
   if (TROUPE_UNLIKELY(r.status != CBOR_DECODER_FINISHED)) {
@@ -762,12 +830,15 @@ static int dec_field(dec *d, const troupe_type *t, const troupe_field *f,
 static inline bool keyeq(const uint8_t *a, size_t avail, const uint8_t *k,
                          size_t n) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-  if (n <= 8 && avail >= 8) {
-    uint64_t x, y;
-    memcpy(&x, a, 8);
-    memcpy(&y, k, 8);
-    uint64_t mask = n == 8 ? ~0ull : (1ull << (8 * n)) - 1;
-    return ((x ^ y) & mask) == 0;
+  if (n <= 16 && avail >= 16) {
+    uint64_t x0, y0, x1, y1;
+    memcpy(&x0, a, 8);
+    memcpy(&y0, k, 8);
+    memcpy(&x1, a + 8, 8);
+    memcpy(&y1, k + 8, 8);
+    uint64_t m0 = n >= 8 ? ~0ull : (1ull << (8 * n)) - 1;
+    uint64_t m1 = n <= 8 ? 0 : n == 16 ? ~0ull : (1ull << (8 * (n - 8))) - 1;
+    return (((x0 ^ y0) & m0) | ((x1 ^ y1) & m1)) == 0;
   }
 #endif
   if (avail < n) return false;
@@ -817,8 +888,9 @@ static int dec_struct(dec *d, const troupe_type *t, uint8_t *v, const tok *tk,
     return DFAIL(d, TROUPE_ETOOBIG, "map of %llu entries (limit %zu)",
                  (unsigned long long)tk->u, d->lim.max_items);
   uint64_t seen[(TROUPE_FIELDS_MAX + 63) / 64];
-  uint32_t nwords = (ti->nfields + 63) / 64;
-  memset(seen, 0, nwords * sizeof seen[0]);
+  seen[0] = 0;
+  if (TROUPE_UNLIKELY(ti->nfields > 64))
+    memset(seen, 0, (ti->nfields + 63) / 64 * sizeof seen[0]);
   uint32_t cursor = 0;
   for (uint64_t e = 0; indef || e < tk->u; e++) {
     if (indef && e >= d->lim.max_items)

@@ -38,8 +38,26 @@ void *troupe__trealloc(void *p, size_t n) {
 /* ------------------------------------------------------------------ */
 /* UTF-8                                                               */
 
+static inline bool ascii_word_ok(uint64_t w, bool nul_ok) {
+  if (w & 0x8080808080808080ull) return false;
+  return nul_ok || !((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull);
+}
+
 static inline bool utf8_check(const uint8_t *s, size_t n, bool nul_ok) {
   size_t i = 0;
+  if (n >= 8) {
+    /* Whole words, then the last eight bytes (overlapping): most strings
+     * are ASCII and end here. */
+    uint64_t w;
+    for (; i + 8 <= n; i += 8) {
+      memcpy(&w, s + i, 8);
+      if (!ascii_word_ok(w, nul_ok)) break;
+    }
+    if (i + 8 > n) {
+      memcpy(&w, s + n - 8, 8);
+      if (ascii_word_ok(w, nul_ok)) return true;
+    }
+  }
   while (i < n) {
     /* ASCII runs, eight bytes at a time (and no zero byte among them when
      * NUL is refused: the classic has-zero-byte test). */
@@ -144,19 +162,23 @@ void troupe__limits_resolve(const troupe_limits *in, troupe_limits *out) {
  * moves. A reader finds an index in t->_flags (acquire load); everything
  * written before the release store of those flags is visible to it.
  */
-#define CHUNK_BITS 10
+#define CHUNK_BITS TROUPE__TINFO_CHUNK_BITS
 #define CHUNK_SIZE (1u << CHUNK_BITS)
 #define NCHUNKS 4096u
 
 static pthread_mutex_t prep_lock = PTHREAD_MUTEX_INITIALIZER;
-static troupe__tinfo **chunks[NCHUNKS];
+troupe__tinfo **troupe__tinfo_chunks[NCHUNKS];
+#define chunks troupe__tinfo_chunks
 static uint32_t next_index = 1; /* 0 means "no info" */
 
 static const troupe__tinfo *info_at(const troupe_type *t, uint32_t fl) {
   uint32_t idx = fl >> TROUPE__TF_INFO_SHIFT;
   if (idx == 0 || idx >= __atomic_load_n(&next_index, __ATOMIC_ACQUIRE))
     return NULL;
-  const troupe__tinfo *ti = chunks[idx >> CHUNK_BITS][idx & (CHUNK_SIZE - 1)];
+  troupe__tinfo **c =
+      __atomic_load_n(&chunks[idx >> CHUNK_BITS], __ATOMIC_RELAXED);
+  const troupe__tinfo *ti =
+      c ? __atomic_load_n(&c[idx & (CHUNK_SIZE - 1)], __ATOMIC_RELAXED) : NULL;
   /* A descriptor copied from a prepared one carries the original's flags:
    * it must be prepared on its own. */
   return ti && ti->t == t ? ti : NULL;
@@ -419,9 +441,9 @@ static int prepare_locked(const troupe_type *t, prep_stack *st) {
       free(ti);
       return troupe__err(TROUPE_ENOMEM, "type table: no memory");
     }
-    chunks[idx >> CHUNK_BITS] = chunk;
+    __atomic_store_n(&chunks[idx >> CHUNK_BITS], chunk, __ATOMIC_RELEASE);
   }
-  chunk[idx & (CHUNK_SIZE - 1)] = ti;
+  __atomic_store_n(&chunk[idx & (CHUNK_SIZE - 1)], ti, __ATOMIC_RELEASE);
   __atomic_store_n(&next_index, idx + 1, __ATOMIC_RELEASE);
   uint32_t nfl = TROUPE__TF_PREPARED | (flat ? TROUPE__TF_FLAT : 0) |
                  (idx << TROUPE__TF_INFO_SHIFT);
@@ -443,15 +465,16 @@ int troupe_type_prepare(const troupe_type *t) {
   return rc;
 }
 
-const troupe__tinfo *troupe__tinfo_get(const troupe_type *t, int *err) {
-  if (TROUPE_UNLIKELY(!t)) {
+uint32_t troupe__default_max_depth(void) {
+  uint32_t d = __atomic_load_n(&def_depth, __ATOMIC_RELAXED);
+  return d > HARD_MAX_DEPTH ? HARD_MAX_DEPTH : d;
+}
+
+const troupe__tinfo *troupe__tinfo_slow(const troupe_type *t, int *err) {
+  if (!t) {
     *err = troupe__err(TROUPE_EINVAL, "NULL type");
     return NULL;
   }
-  uint32_t fl = __atomic_load_n(&t->_flags, __ATOMIC_ACQUIRE);
-  const troupe__tinfo *ti;
-  if (TROUPE_LIKELY(fl & TROUPE__TF_PREPARED) && (ti = info_at(t, fl)))
-    return ti;
   int rc = troupe_type_prepare(t);
   if (rc) {
     *err = rc;

@@ -33,9 +33,39 @@ typedef struct troupe__tinfo {
   const troupe__finfo *f;   /* per field, declaration order */
 } troupe__tinfo;
 
+/* The info table (types.c): chunks of CHUNK_SIZE entries, published with
+ * release stores before the descriptor's flags. */
+#define TROUPE__TINFO_CHUNK_BITS 10
+extern troupe__tinfo **troupe__tinfo_chunks[];
+
+/* Slow path of troupe__tinfo_get: prepare, then look up. */
+const troupe__tinfo *troupe__tinfo_slow(const troupe_type *t, int *err);
+
 /* The runtime info of t, preparing it first when needed; NULL on error
- * (troupe_errmsg says why; *err gets the code). */
-const troupe__tinfo *troupe__tinfo_get(const troupe_type *t, int *err);
+ * (troupe_errmsg says why; *err gets the code). The fast path is three
+ * loads. A descriptor copied from a prepared one carries the original's
+ * index; ti->t tells them apart and sends the copy to the slow path. */
+static inline const troupe__tinfo *troupe__tinfo_get(const troupe_type *t,
+                                                     int *err) {
+  if (TROUPE_LIKELY(t != NULL)) {
+    uint32_t fl = __atomic_load_n(&t->_flags, __ATOMIC_ACQUIRE);
+    if (TROUPE_LIKELY(fl & TROUPE__TF_PREPARED)) {
+      uint32_t idx = fl >> TROUPE__TF_INFO_SHIFT;
+      troupe__tinfo **c = __atomic_load_n(
+          &troupe__tinfo_chunks[idx >> TROUPE__TINFO_CHUNK_BITS],
+          __ATOMIC_RELAXED);
+      if (TROUPE_LIKELY(c != NULL)) {
+        const troupe__tinfo *ti = __atomic_load_n(
+            &c[idx & ((1u << TROUPE__TINFO_CHUNK_BITS) - 1)], __ATOMIC_RELAXED);
+        if (TROUPE_LIKELY(ti && ti->t == t)) return ti;
+      }
+    }
+  }
+  return troupe__tinfo_slow(t, err);
+}
+
+/* The process default of limits.max_depth (one relaxed load). */
+uint32_t troupe__default_max_depth(void);
 
 /* Limits in effect for a call: opts->limits over the process defaults. */
 void troupe__limits_resolve(const troupe_limits *in, troupe_limits *out);
@@ -69,6 +99,10 @@ static inline int troupe__keycmp(const char *a, size_t alen, const char *b,
   if (alen != blen) return alen < blen ? -1 : 1;
   return memcmp(a, b, alen);
 }
+
+/* Tests: 0 when the decoder's inline head reader and libcbor agree on the
+ * head at p (or the inline reader leaves it to libcbor), -1 otherwise. */
+int troupe__cbor_head_check(const uint8_t *p, size_t n);
 
 /* The CBOR item at data[0..len): its extent (skipping it), bounded by
  * limits. Returns 0 and *used, or TROUPE_EDECODE/ETOOBIG. */

@@ -835,6 +835,20 @@ static void test_bad_args(void) {
   troupe_buf_free(&b);
 }
 
+/* The decoder's inline head reader agrees with libcbor's. */
+static void test_head_reader(void) {
+  uint64_t seed = 11;
+  uint8_t buf[16];
+  for (int first = 0; first < 256; first++)
+    for (int i = 0; i < 2000; i++) {
+      buf[0] = (uint8_t)first;
+      for (int k = 1; k < 16; k++) buf[k] = (uint8_t)fx_rng(&seed);
+      if (i % 4 == 0) memset(buf + 1, 0, 8);      /* small arguments */
+      size_t n = 1 + fx_rng(&seed) % 16;
+      TT_EQ_INT(troupe__cbor_head_check(buf, n), 0);
+    }
+}
+
 int main(int argc, char **argv) {
   tt_init(argc, argv);
   TT_RUN(test_point_bytes);
@@ -855,5 +869,6 @@ int main(int argc, char **argv) {
   TT_RUN(test_json);
   TT_RUN(test_alloc_failures);
   TT_RUN(test_bad_args);
+  TT_RUN(test_head_reader);
   return tt_done();
 }

@@ -15,10 +15,10 @@ export BUILD_DIR="$build_dir"
 
 "$top/scripts/setup.sh"
 
-demo="$build_dir/examples/demo"
+demo="$build_dir/examples/bank"
 if [ ! -x "$demo" ]; then
   printf 'quickstart-demo: error: the demo program %s was not built\n' "$demo" >&2
-  printf 'quickstart-demo: (examples/Makefile.inc must build examples/demo)\n' >&2
+  printf 'quickstart-demo: (examples/Makefile.inc must build examples/bank)\n' >&2
   exit 1
 fi
 printf 'quickstart-demo: running %s\n' "$demo" >&2

@@ -16,12 +16,14 @@
 # Result lines (stdout lines starting with "workload=", see
 # ../shared/design/BENCHMARKS.md) go to stdout; everything else the programs
 # print goes to stderr. Exit status 1 when a program fails or prints a
-# malformed result line.
+# malformed result line. Each program is stopped after BENCH_TIMEOUT seconds
+# (default 300; the short defaults take well under 20 s per workload).
 set -u
 
 say() { printf 'bench: %s\n' "$*" >&2; }
 
 list=${BENCH_LIST:-}
+limit=${BENCH_TIMEOUT:-300}
 words=${BENCH:-}
 if [ -z "$(printf '%s' "$list" | tr -d ' \t\n')" ]; then
   say "no benchmark programs are built yet (bench_programs is empty)"
@@ -61,11 +63,12 @@ run() {
   say "running $prog"
   start=$(date +%s)
   if [ -n "$filter" ]; then
-    BENCH="$filter" "./$prog" >"$tmp/out"
+    BENCH="$filter" timeout --kill-after=10 "$limit" "./$prog" >"$tmp/out"
   else
-    (unset BENCH; "./$prog" >"$tmp/out")
+    (unset BENCH; timeout --kill-after=10 "$limit" "./$prog" >"$tmp/out")
   fi
   rc=$?
+  [ $rc -eq 124 ] && say "$prog exceeded BENCH_TIMEOUT=$limit seconds"
   while IFS= read -r line; do
     case $line in
       workload=*)

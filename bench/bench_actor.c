@@ -18,22 +18,13 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bench_util.h"
 #include <troupe/troupe.h>
 
 static troupe_type T_INT = {.manifest = "bench.Int", .version = 1,
                             .size = sizeof(int)};
 static troupe_type T_GO = {.manifest = "bench.Go", .version = 1, .size = 0};
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def) {
-  const char *v = getenv(name);
-  return v && *v ? atol(v) : def;
-}
 
 static long rss_kb(void) {
   FILE *f = fopen("/proc/self/statm", "r");
@@ -92,7 +83,7 @@ static int sender_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
 static int receiver_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   tell_received += *(const int *)m->data;
   if (tell_received == tell_n) {
-    tell_t1 = now_s();
+    tell_t1 = bench_now();
     troupe_system_stop(troupe_ctx_system(ctx));
   }
   return 0;
@@ -110,13 +101,13 @@ static const troupe_behavior receiver_b = {.name = "receiver",
                                            .mailbox = {.throughput = 4096}};
 
 static void bench_tell(void) {
-  tell_n = env_long("TELL_N", 10000000);
+  tell_n = bench_env_long("TELL_N", 10000000);
   troupe_system *sys = new_system("tell");
   troupe_ref s;
   troupe_system_spawn(sys, &receiver_b, NULL, &tell_receiver);
   troupe_system_spawn(sys, &sender_b, NULL, &s);
   troupe_tell(s, &T_GO, NULL, TROUPE_REF_NONE);
-  tell_t0 = now_s();
+  tell_t0 = bench_now();
   troupe_system_run(sys);
   troupe_system_destroy(sys);
   if (tell_received != tell_n) fail("tell-throughput", tell_received, tell_n);
@@ -135,7 +126,7 @@ static int pong_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   int v = *(const int *)m->data;
   if (v == 0) {  /* the ping side counts */
     if (++pp_done == pp_n) {
-      pp_t1 = now_s();
+      pp_t1 = bench_now();
       troupe_system_stop(troupe_ctx_system(ctx));
       return 0;
     }
@@ -148,14 +139,14 @@ static const troupe_behavior pong_b = {.name = "pong",
                                        .receive = pong_receive};
 
 static void bench_pingpong(void) {
-  pp_n = env_long("PINGPONG_N", 1000000);
+  pp_n = bench_env_long("PINGPONG_N", 1000000);
   troupe_system *sys = new_system("pingpong");
   troupe_ref a, b;
   troupe_system_spawn(sys, &pong_b, NULL, &a);
   troupe_system_spawn(sys, &pong_b, NULL, &b);
   int one = 1;
   troupe_tell(b, &T_INT, &one, a);  /* b answers 0 to a, a counts */
-  double t0 = now_s();
+  double t0 = bench_now();
   troupe_system_run(sys);
   troupe_system_destroy(sys);
   if (pp_done != pp_n) fail("ping-pong", pp_done, pp_n);
@@ -175,7 +166,7 @@ static int oneshot_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
 
 static void oneshot_stop(troupe_ctx *ctx, void *st) {
   if (++spawn_stopped == spawn_n) {
-    spawn_t1 = now_s();
+    spawn_t1 = bench_now();
     troupe_system_stop(troupe_ctx_system(ctx));
   }
 }
@@ -203,12 +194,12 @@ static const troupe_behavior spawner_b = {.name = "spawner",
                                           .receive = spawner_receive};
 
 static void bench_spawn(void) {
-  spawn_n = env_long("SPAWN_N", 1000000);
+  spawn_n = bench_env_long("SPAWN_N", 1000000);
   troupe_system *sys = new_system("spawn");
   troupe_ref s;
   troupe_system_spawn(sys, &spawner_b, NULL, &s);
   troupe_tell(s, &T_GO, NULL, TROUPE_REF_NONE);
-  double t0 = now_s();
+  double t0 = bench_now();
   troupe_system_run(sys);
   troupe_system_destroy(sys);
   if (spawn_stopped != spawn_n) fail("spawn", spawn_stopped, spawn_n);
@@ -227,7 +218,7 @@ static const troupe_behavior idle_b = {.name = "idle",
                                        .receive = idle_receive};
 
 static void bench_idle(void) {
-  long n = env_long("IDLE_N", 1000000);
+  long n = bench_env_long("IDLE_N", 1000000);
   troupe_system *sys = new_system("idle");
   long before = rss_kb();
   for (long i = 0; i < n; i++) {
@@ -260,7 +251,7 @@ static const troupe_behavior echo_b = {.name = "echo",
 static int asker_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   if (m->type == &T_INT && m->ask_id) {
     if (++ask_done == ask_n) {
-      ask_t1 = now_s();
+      ask_t1 = bench_now();
       troupe_system_stop(troupe_ctx_system(ctx));
       return 0;
     }
@@ -275,24 +266,24 @@ static const troupe_behavior asker_b = {.name = "asker",
                                         .receive = asker_receive};
 
 static void bench_ask(void) {
-  ask_n = env_long("ASK_N", 1000000);
+  ask_n = bench_env_long("ASK_N", 1000000);
   troupe_system *sys = new_system("ask");
   troupe_ref a;
   troupe_system_spawn(sys, &echo_b, NULL, &echo_ref);
   troupe_system_spawn(sys, &asker_b, NULL, &a);
   troupe_tell(a, &T_GO, NULL, TROUPE_REF_NONE);
-  double t0 = now_s();
+  double t0 = bench_now();
   troupe_system_run(sys);
   troupe_system_destroy(sys);
   if (ask_done != ask_n) fail("ask", ask_done, ask_n);
   printf("workload=ask system=troupe value=%.0f unit=rt/s from=actor n=%ld\n",
          (double)ask_n / (ask_t1 - t0), ask_n);
 
-  long tn = env_long("ASK_THREAD_N", 20000);
+  long tn = bench_env_long("ASK_THREAD_N", 20000);
   sys = new_system("askthread");
   troupe_system_spawn(sys, &echo_b, NULL, &echo_ref);
   troupe_system_start(sys);
-  t0 = now_s();
+  t0 = bench_now();
   long ok = 0;
   for (long i = 0; i < tn; i++) {
     troupe_reply_msg r;
@@ -302,7 +293,7 @@ static void bench_ask(void) {
       troupe_reply_free(&r);
     }
   }
-  double dt = now_s() - t0;
+  double dt = bench_now() - t0;
   troupe_system_destroy(sys);
   if (ok != tn) fail("ask from=thread", ok, tn);
   printf("workload=ask system=troupe value=%.0f unit=rt/s from=thread n=%ld\n",

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "bench_util.h"
 #include <troupe/troupe.h>
 #include <troupe/persistence.h>
 
@@ -88,17 +90,6 @@ static troupe_entity_def def = {
   .stash_capacity = 1u << 24,
 };
 
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *n, long d) {
-  const char *v = getenv(n);
-  return v && *v ? atol(v) : d;
-}
-
 static void die(const char *what, int rc) {
   fprintf(stderr, "FAILED %s: %s (%s)\n", what, troupe_strerror(rc),
           troupe_errmsg());
@@ -117,9 +108,9 @@ static void make_spec(char *spec, size_t n, const char *backend,
 }
 
 static void wait_for(atomic_long *v, long target, double timeout_s) {
-  double t0 = now_s();
+  double t0 = bench_now();
   while (atomic_load(v) < target) {
-    if (now_s() - t0 > timeout_s) {
+    if (bench_now() - t0 > timeout_s) {
       fprintf(stderr, "FAILED: did %ld of %ld in %.0f s\n", atomic_load(v),
               target, timeout_s);
       exit(1);
@@ -159,10 +150,10 @@ static void persist(const char *backend, long entities, int sync, long n) {
   for (long k = 0; k < per; k++)
     for (long i = 0; i < entities; i++)
       troupe_tell(refs[i], &T_CMD, &cmd, TROUPE_REF_NONE);
-  double t0 = now_s();
+  double t0 = bench_now();
   troupe_system_start(sys);
   wait_for(&applied, n, 120);
-  double dt = now_s() - t0;
+  double dt = bench_now() - t0;
   troupe_system_destroy(sys);
   /* verify in the journal */
   for (long i = 0; i < entities; i++) {
@@ -240,10 +231,10 @@ static void recovery(const char *backend, long entities, long per) {
     if ((rc = troupe_entity_spawn(sys, NULL, p, &def, id, &r)) < 0)
       die("spawn", rc);
   }
-  double t0 = now_s();
+  double t0 = bench_now();
   troupe_system_start(sys);
   wait_for(&recovered_entities, entities, 300);
-  double dt = now_s() - t0;
+  double dt = bench_now() - t0;
   long total = atomic_load(&recovered_events);
   troupe_system_destroy(sys);
   troupe_persistence_destroy(p);
@@ -274,7 +265,7 @@ int main(int argc, char **argv) {
   int nb = getenv("BENCH_MEMORY") ? 2 : 1;
   for (int b = 0; b < nb; b++) {
     if (do_persist) {
-      long n = env_long("PERSIST_N", 200000);
+      long n = bench_env_long("PERSIST_N", 200000);
       const char *ks = getenv("PERSIST_ENTITIES");
       char buf[128];
       snprintf(buf, sizeof buf, "%s", ks ? ks : "1 100 1000");
@@ -291,8 +282,8 @@ int main(int argc, char **argv) {
       }
     }
     if (do_recovery) {
-      recovery(backends[b], 1, env_long("RECOVERY_N", 1000000));
-      long re = env_long("RECOVERY_ENTITIES", 10000);
+      recovery(backends[b], 1, bench_env_long("RECOVERY_N", 1000000));
+      long re = bench_env_long("RECOVERY_ENTITIES", 10000);
       recovery(backends[b], re, 100);
     }
   }

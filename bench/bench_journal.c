@@ -29,19 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_util.h"
+
 static char base[512];
 static int dirs;
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def) {
-  const char *v = getenv(name);
-  return v && *v ? atol(v) : def;
-}
 
 static void die(const char *what, int rc) {
   fprintf(stderr, "bench_journal: %s: %s (%s)\n", what, troupe_err_name(rc),
@@ -136,12 +127,12 @@ static void persist(int k, int sync, long n) {
     r.s[i].quota = (uint64_t)per;
   }
   fprintf(stderr, "persist: %d streams, sync %d, %ld events...\n", k, sync, n);
-  double t0 = now();
+  double t0 = bench_now();
   for (int i = 0; i < k; i++) append_next(&r.s[i]);
   pthread_mutex_lock(&r.mu);
   while (atomic_load(&r.left) > 0) pthread_cond_wait(&r.cv, &r.mu);
   pthread_mutex_unlock(&r.mu);
-  double dt = now() - t0;
+  double dt = bench_now() - t0;
   if (atomic_load(&r.failed)) {
     fprintf(stderr, "bench_journal: persist failed\n");
     exit(1);
@@ -232,7 +223,7 @@ static void recovery(long ids, long per) {
   c.expect_last = (uint64_t)per;
   c.want_done = ids;
   fprintf(stderr, "recovery: replaying...\n");
-  double t0 = now();
+  double t0 = bench_now();
   for (long i = 0; i < ids; i++) {
     snprintf(id, sizeof id, "entity-%ld", i);
     int rc = troupe_journal_replay(j, id, 1, UINT64_MAX, 0, count_cb, &c);
@@ -241,7 +232,7 @@ static void recovery(long ids, long per) {
   pthread_mutex_lock(&c.mu);
   while (atomic_load(&c.done) < ids) pthread_cond_wait(&c.cv, &c.mu);
   pthread_mutex_unlock(&c.mu);
-  double dt = now() - t0;
+  double dt = bench_now() - t0;
   long total = ids * per;
   if (atomic_load(&c.bad) || atomic_load(&c.events) != total ||
       atomic_load(&c.bytes) != total * 100) {
@@ -285,13 +276,13 @@ int main(int argc, char **argv) {
         if (k < 1) continue;
         char name[64];
         snprintf(name, sizeof name, "BENCH_EVENTS_S%d_K%d", sync, k);
-        persist(k, sync, env_long(name, default_events(k, sync)));
+        persist(k, sync, bench_env_long(name, default_events(k, sync)));
       }
     }
   }
   if (strstr(which, "recovery")) {
-    recovery(1, env_long("BENCH_REPLAY_ONE", 1000000));
-    recovery(env_long("BENCH_REPLAY_IDS", 10000), 100);
+    recovery(1, bench_env_long("BENCH_REPLAY_ONE", 1000000));
+    recovery(bench_env_long("BENCH_REPLAY_IDS", 10000), 100);
   }
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);

@@ -23,16 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static long env_long(const char *name, long def) {
-  const char *v = getenv(name);
-  return v && *v ? atol(v) : def;
-}
+#include "bench_util.h"
 
 static void be64(unsigned char *p, uint64_t v) {
   for (int i = 7; i >= 0; i--) { p[i] = (unsigned char)v; v >>= 8; }
@@ -73,7 +64,7 @@ static double persist(rocksdb_t *db, long n, int batch, int sync,
   unsigned char key[16], val[100];
   memset(val, 'v', sizeof val);
   uint64_t *seq = calloc((size_t)entities, sizeof *seq);
-  double t0 = now();
+  double t0 = bench_now();
   for (long i = 0; i < n;) {
     for (int b = 0; b < batch && i < n; b++, i++) {
       int id = (int)(i % entities);
@@ -88,7 +79,7 @@ static double persist(rocksdb_t *db, long n, int batch, int sync,
     if (err) die("write", err);
     rocksdb_writebatch_clear(wb);
   }
-  double dt = now() - t0;
+  double dt = bench_now() - t0;
   free(seq);
   rocksdb_writebatch_destroy(wb);
   rocksdb_writeoptions_destroy(wo);
@@ -101,7 +92,7 @@ static double scan(rocksdb_t *db, long expect) {
   rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
   long n = 0;
   size_t bytes = 0;
-  double t0 = now();
+  double t0 = bench_now();
   for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
        rocksdb_iter_next(it)) {
     size_t vl;
@@ -109,7 +100,7 @@ static double scan(rocksdb_t *db, long expect) {
     bytes += vl;
     n++;
   }
-  double dt = now() - t0;
+  double dt = bench_now() - t0;
   rocksdb_iter_destroy(it);
   rocksdb_readoptions_destroy(ro);
   if (n != expect || bytes != (size_t)expect * 100) {
@@ -139,9 +130,9 @@ static void run(const char *name, long n, int batch, int sync, int entities,
 }
 
 int main(int argc, char **argv) {
-  long n = argc > 1 ? atol(argv[1]) : env_long("RAW_EVENTS", 1000000);
-  long ns = env_long("RAW_SYNC_EVENTS", 400000);
-  long n1 = env_long("RAW_SYNC1_EVENTS", 3000);
+  long n = argc > 1 ? atol(argv[1]) : bench_env_long("RAW_EVENTS", 1000000);
+  long ns = bench_env_long("RAW_SYNC_EVENTS", 400000);
+  long n1 = bench_env_long("RAW_SYNC1_EVENTS", 3000);
   const char *dir = getenv("BENCH_DIR");
   if (!dir) dir = getenv("TMPDIR");
   snprintf(base, sizeof base, "%s/troupe-raw-XXXXXX", dir ? dir : "/tmp");

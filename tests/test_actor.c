@@ -1037,6 +1037,55 @@ static void test_big_messages(void) {
   troupe_system_destroy(sys);
 }
 
+/* --- logging ---------------------------------------------------------- */
+
+static char sink_last[512];
+static atomic_int sink_count, sink_dead_letters;
+
+static void sink(void *data, troupe_log_level lvl, const char *system,
+                 const char *source, const char *message) {
+  atomic_fetch_add(&sink_count, 1);
+  if (strstr(message, "not delivered")) atomic_fetch_add(&sink_dead_letters, 1);
+  if (lvl == TROUPE_LOG_WARN)
+    snprintf(sink_last, sizeof sink_last, "%s|%s|%s", system, source, message);
+  (void)data;
+}
+
+static int logger_init(troupe_ctx *ctx, void *st, const void *arg) {
+  troupe_log(ctx, TROUPE_LOG_WARN, "hello %d", 42);
+  troupe_log(ctx, TROUPE_LOG_TRACE, "below the level: not logged");
+  return 0;
+}
+static const troupe_behavior logger_b = {.name = "logger",
+                                         .init = logger_init,
+                                         .receive = silent_receive};
+
+static void test_log_sink(void) {
+  troupe_system *sys = NULL;
+  troupe_system_opts o = {.name = "logs", .log = sink,
+                          .log_level = TROUPE_LOG_INFO,
+                          .dead_letter_log_limit = 2};
+  atomic_store(&sink_count, 0);
+  atomic_store(&sink_dead_letters, 0);
+  TT_EQ_INT(troupe_system_create(&sys, &o), 0);
+  troupe_ref r;
+  troupe_spawn_opts so = {.name = "l"};
+  TT_EQ_INT(troupe_system_spawn(sys, &logger_b, &so, &r), 0);
+  TT_EQ_STR(sink_last, "logs|troupe://logs/user/l|hello 42");
+  TT_EQ_INT(atomic_load(&sink_count), 1);
+  TT_EQ_INT(troupe_system_start(sys), 0);
+  /* five dead letters, two logged */
+  troupe_ref dead = r;
+  dead.uid ^= 0xffff;  /* a generation that never lived */
+  int x = 1;
+  for (int i = 0; i < 5; i++) troupe_tell(dead, &T_INT, &x, TROUPE_REF_NONE);
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_system_dead_letters(sys) == 5, 5000));
+  TT_EQ_INT(atomic_load(&sink_dead_letters), 2);
+  troupe_system_log(sys, TROUPE_LOG_DEBUG, "filtered");
+  troupe_system_destroy(sys);
+  TT_EQ_STR(troupe_log_level_name(TROUPE_LOG_ERROR), "ERROR");
+}
+
 int main(int argc, char **argv) {
   tt_init(argc, argv);
   TT_RUN(test_create_invalid);
@@ -1064,6 +1113,7 @@ int main(int argc, char **argv) {
   TT_RUN(test_cross_thread_tells);
   TT_RUN(test_stop_order_and_select);
   TT_RUN(test_big_messages);
+  TT_RUN(test_log_sink);
   (void)g_probe;
   (void)probe_init;
   return tt_done();

@@ -4,8 +4,9 @@
 #   sudo scripts/quickstart-demo.sh [demo arguments]
 #
 # Runs scripts/setup.sh (packages + build in $BUILD_DIR, default _build),
-# then the demo program examples/demo from the build directory, which keeps
-# its data in embedded RocksDB. Extra arguments go to the demo.
+# then the demo program examples/bank from the build directory (bank
+# accounts as persistent entities on embedded RocksDB, in data/bank/ of the
+# source tree). Extra arguments go to the demo.
 set -euo pipefail
 
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

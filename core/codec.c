@@ -417,6 +417,14 @@ static int dfail(dec *d, int code, const char *fmt, ...) {
  * streaming decoder. The two must agree exactly: troupe__cbor_head_check
  * compares them and test_codec runs it over random input.
  */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline uint32_t be32(uint32_t x) { return __builtin_bswap32(x); }
+static inline uint64_t be64(uint64_t x) { return __builtin_bswap64(x); }
+#else
+static inline uint32_t be32(uint32_t x) { return x; }
+static inline uint64_t be64(uint64_t x) { return x; }
+#endif
+
 static inline bool fast_head(const uint8_t *p, size_t avail, tok *t,
                              size_t *used) {
   uint8_t ib = *p;
@@ -433,13 +441,15 @@ static inline bool fast_head(const uint8_t *p, size_t avail, tok *t,
     switch (ai) {
       case 24: v = p[1]; break;
       case 25: v = (uint64_t)p[1] << 8 | p[2]; break;
-      case 26:
-        v = (uint64_t)p[1] << 24 | (uint64_t)p[2] << 16 |
-            (uint64_t)p[3] << 8 | p[4];
+      case 26: {
+        uint32_t w;
+        memcpy(&w, p + 1, 4);
+        v = be32(w);
         break;
+      }
       default:
-        v = 0;
-        for (int i = 1; i <= 8; i++) v = v << 8 | p[i];
+        memcpy(&v, p + 1, 8);
+        v = be64(v);
         break;
     }
   }

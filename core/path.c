@@ -218,8 +218,28 @@ int troupe_select(troupe_system *sys, const char *path, troupe_ref *out) {
 /* Refs as text: "troupe://system/path#<uid hex>". The uid makes the text
  * name one incarnation. */
 
+static int ref_to_uri(troupe_system *sys, troupe_ref ref, char *buf,
+                      size_t size);
+
+/* Like snprintf: the full length is returned even when it does not fit
+ * (the text is then truncated), so a caller can retry with a larger
+ * buffer. */
 int troupe__ref_to_uri(troupe_system *sys, troupe_ref ref, char *buf,
                        size_t size) {
+  if (!buf && size) return troupe__err(TROUPE_EINVAL, "ref_to_uri: buffer");
+  char tmp[1024];
+  int n = ref_to_uri(sys, ref, tmp, sizeof tmp);
+  if (n < 0) return n;
+  if (size) {
+    size_t c = (size_t)n < size - 1 ? (size_t)n : size - 1;
+    memcpy(buf, tmp, c);
+    buf[c] = '\0';
+  }
+  return n;
+}
+
+static int ref_to_uri(troupe_system *sys, troupe_ref ref, char *buf,
+                      size_t size) {
   if (!buf || !size) return troupe__err(TROUPE_EINVAL, "ref_to_uri: buffer");
   if (troupe_ref_is_none(ref)) {
     buf[0] = '\0';

@@ -279,5 +279,6 @@ void jnl_hmap_free(jnl_hmap *m);
 /* Backends. */
 extern const jnl_backend_vt jnl_memory_backend;
 extern const jnl_backend_vt jnl_rocksdb_backend;
+extern const jnl_backend_vt jnl_pg_backend;
 
 #endif

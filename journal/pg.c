@@ -1,0 +1,1283 @@
+/* pg.c: the PostgreSQL backend ("postgresql://…", "postgres://…" URIs and
+ * "pg:" + a libpq key=value string), through libpq.
+ *
+ * One connection thread per store owns one libpq connection and executes
+ * every operation in submission order. Consecutive writes taken from the
+ * queue form one group committed in ONE transaction, in two pipelined
+ * round trips:
+ *   1. BEGIN; create missing head rows; lock the heads of every id the
+ *      group appends to or deletes from (SELECT … FOR UPDATE, id order);
+ *      lock the offset counter; lock the durable-state rows the group
+ *      touches.
+ *   2. The checks run here, in C, op by op (an append whose expected seq
+ *      is not the head fails alone with TROUPE_ECONFLICT and the actual
+ *      head); the survivors' statements (multi-row INSERTs of events, head
+ *      updates, snapshot and state statements, the new offset counter)
+ *      and COMMIT are sent as one pipeline.
+ * A storage error fails every op of the group (nothing is committed).
+ *
+ * Offsets come from a counter row (meta.last_offset) locked by the
+ * writing transaction until it commits: they are gap-free and assigned in
+ * commit order across every process writing to the schema, so a by-tag
+ * reader continuing from the last offset it saw never skips a late
+ * commit. Each event also records its writing transaction (xid8).
+ *
+ * Reads: paged replay and by-tag run in one REPEATABLE READ READ ONLY
+ * transaction (one consistent view), one keyset query per page.
+ *
+ * Connection loss: every op in flight fails with TROUPE_ECONNLOST (for a
+ * write whose COMMIT was sent the detail says the outcome is unknown);
+ * the next group tries one PQreset first. Resolving unknown outcomes by
+ * checking heads after a reconnect is not done yet (issue 5). */
+#include "journal/internal.h"
+
+#include <ctype.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+
+#define PG_SCHEMA_VERSION 1
+#define PG_MAX_GROUP 4096         /* write ops per transaction */
+#define PG_ROWS_PER_INSERT 4000   /* 10 params a row, < 65535 */
+
+enum { OID_BYTEA = 17, OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25,
+       OID_TEXT_ARR = 1009 };
+
+typedef struct pg_store {
+  jnl_store base;
+  pthread_t thread;
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  jnl_op *head, **tail;
+  int stop;
+  /* connection thread only */
+  PGconn *conn;
+  char *conninfo;
+  char schema[64];
+  char q_events[80], q_heads[80], q_meta[80], q_snaps[80], q_state[80];
+} pg_store;
+
+/* --- errors --------------------------------------------------------------- */
+
+static const char *trim_msg(const char *m, char *buf, size_t n) {
+  snprintf(buf, n, "%s", m ? m : "");
+  size_t l = strlen(buf);
+  while (l && (buf[l - 1] == '\n' || buf[l - 1] == ' ')) buf[--l] = 0;
+  return buf;
+}
+
+/* The troupe code for a failed result (or a connection failure). */
+static int pg_code(PGconn *c, const PGresult *r) {
+  if (!c || PQstatus(c) == CONNECTION_BAD) return TROUPE_ECONNLOST;
+  const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  if (!st) return TROUPE_EIO;
+  if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
+    return TROUPE_ECONNLOST;
+  if (strncmp(st, "28", 2) == 0 || strcmp(st, "42501") == 0)
+    return TROUPE_EAUTH;
+  if (strcmp(st, "23505") == 0 || strcmp(st, "40001") == 0 || strcmp(st, "40P01") == 0 ||
+      strcmp(st, "55P03") == 0)
+    return TROUPE_EBUSY;
+  if (strcmp(st, "42P01") == 0 || strcmp(st, "3F000") == 0 ||
+      strcmp(st, "42703") == 0)
+    return TROUPE_ESCHEMA;
+  if (strncmp(st, "22", 2) == 0) return TROUPE_EINVAL;
+  return TROUPE_EIO;
+}
+
+static const char *pg_msg(PGconn *c, const PGresult *r, char *buf, size_t n) {
+  const char *m = r ? PQresultErrorMessage(r) : NULL;
+  if (!m || !*m) m = c ? PQerrorMessage(c) : "no connection";
+  return trim_msg(m, buf, n);
+}
+
+/* --- parameters (all binary) ---------------------------------------------- */
+
+typedef struct pg_params {
+  int n, cap;
+  Oid *types;
+  size_t *off;                   /* into data; SIZE_MAX = NULL */
+  int *len, *fmt;
+  const char **val;
+  uint8_t *data;
+  size_t used, dcap;
+} pg_params;
+
+static void pp_reset(pg_params *p) { p->n = 0; p->used = 0; }
+
+static void pp_free(pg_params *p) {
+  free(p->types); free(p->off); free(p->len); free(p->fmt); free(p->val);
+  free(p->data);
+  memset(p, 0, sizeof *p);
+}
+
+static int pp_add(pg_params *p, Oid type, const void *v, size_t len) {
+  if (p->n == p->cap) {
+    int cap = p->cap ? p->cap * 2 : 16;
+    Oid *t = realloc(p->types, cap * sizeof *t);
+    if (t) p->types = t;
+    size_t *o = realloc(p->off, cap * sizeof *o);
+    if (o) p->off = o;
+    int *l = realloc(p->len, cap * sizeof *l);
+    if (l) p->len = l;
+    int *f = realloc(p->fmt, cap * sizeof *f);
+    if (f) p->fmt = f;
+    const char **vv = realloc(p->val, cap * sizeof *vv);
+    if (vv) p->val = vv;
+    if (!t || !o || !l || !f || !vv) return TROUPE_ENOMEM;
+    p->cap = cap;
+  }
+  if (p->dcap - p->used < len || !p->data) {
+    size_t cap = p->dcap ? p->dcap : 4096;
+    while (cap - p->used < len) cap *= 2;
+    uint8_t *d = realloc(p->data, cap);
+    if (!d) return TROUPE_ENOMEM;
+    p->data = d;
+    p->dcap = cap;
+  }
+  if (len) memcpy(p->data + p->used, v, len);
+  p->types[p->n] = type;
+  p->off[p->n] = p->used;
+  p->len[p->n] = (int)len;
+  p->fmt[p->n] = 1;
+  p->used += len;
+  p->n++;
+  return 0;
+}
+
+static int pp_i64(pg_params *p, int64_t v) {
+  uint8_t b[8];
+  jnl_be64(b, (uint64_t)v);
+  return pp_add(p, OID_INT8, b, 8);
+}
+static int pp_u64(pg_params *p, uint64_t v) {     /* clamped to INT64_MAX */
+  return pp_i64(p, v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+static int pp_i32(pg_params *p, int32_t v) {
+  uint8_t b[4];
+  jnl_be32(b, (uint32_t)v);
+  return pp_add(p, OID_INT4, b, 4);
+}
+static int pp_text(pg_params *p, const char *s, size_t len) {
+  return pp_add(p, OID_TEXT, s, len);
+}
+static int pp_bytea(pg_params *p, const void *v, size_t len) {
+  return pp_add(p, OID_BYTEA, v, len);
+}
+
+/* A text[] in the binary array format. */
+static int pp_text_array(pg_params *p, const char *const *s, const size_t *lens,
+                         size_t n) {
+  size_t total = 12 + (n ? 8 : 0);
+  for (size_t i = 0; i < n; i++) total += 4 + lens[i];
+  uint8_t *b = malloc(total), *q = b;
+  if (!b) return TROUPE_ENOMEM;
+  jnl_be32(q, n ? 1 : 0); jnl_be32(q + 4, 0); jnl_be32(q + 8, OID_TEXT);
+  q += 12;
+  if (n) {
+    jnl_be32(q, (uint32_t)n); jnl_be32(q + 4, 1);
+    q += 8;
+  }
+  for (size_t i = 0; i < n; i++) {
+    jnl_be32(q, (uint32_t)lens[i]);
+    memcpy(q + 4, s[i], lens[i]);
+    q += 4 + lens[i];
+  }
+  int rc = pp_add(p, OID_TEXT_ARR, b, total);
+  free(b);
+  return rc;
+}
+
+static int pp_send(PGconn *c, const char *sql, pg_params *p) {
+  for (int i = 0; i < p->n; i++) p->val[i] = (const char *)p->data + p->off[i];
+  return PQsendQueryParams(c, sql, p->n, p->types, p->val, p->len, p->fmt, 1)
+             ? 0 : -1;
+}
+
+static PGresult *pp_exec(PGconn *c, const char *sql, pg_params *p) {
+  for (int i = 0; i < p->n; i++) p->val[i] = (const char *)p->data + p->off[i];
+  return PQexecParams(c, sql, p->n, p->types, p->val, p->len, p->fmt, 1);
+}
+
+/* --- binary result helpers ------------------------------------------------ */
+
+static int64_t col_i64(const PGresult *r, int row, int col) {
+  return PQgetlength(r, row, col) == 8
+             ? (int64_t)jnl_rd64((const uint8_t *)PQgetvalue(r, row, col)) : 0;
+}
+static int32_t col_i32(const PGresult *r, int row, int col) {
+  return PQgetlength(r, row, col) == 4
+             ? (int32_t)jnl_rd32((const uint8_t *)PQgetvalue(r, row, col)) : 0;
+}
+
+/* Decode a binary text[] into NUL-terminated copies at *arena (advanced);
+ * tag pointers go to tagv. */
+static int parse_tags(const uint8_t *p, size_t len, char **arena,
+                      const char **tagv, size_t *ntags) {
+  *ntags = 0;
+  if (len < 12) return TROUPE_ECORRUPT;
+  uint32_t ndim = jnl_rd32(p);
+  if (ndim == 0) return 0;
+  if (ndim != 1 || len < 20) return TROUPE_ECORRUPT;
+  uint32_t n = jnl_rd32(p + 12);
+  if (n > TROUPE_JOURNAL_MAX_TAGS) return TROUPE_ECORRUPT;
+  size_t at = 20;
+  for (uint32_t i = 0; i < n; i++) {
+    if (len - at < 4) return TROUPE_ECORRUPT;
+    uint32_t l = jnl_rd32(p + at);
+    at += 4;
+    if (l == UINT32_MAX || l > len - at) return TROUPE_ECORRUPT;
+    memcpy(*arena, p + at, l);
+    (*arena)[l] = 0;
+    tagv[i] = *arena;
+    *arena += l + 1;
+    at += l;
+  }
+  *ntags = n;
+  return 0;
+}
+
+/* --- connection ----------------------------------------------------------- */
+
+static void quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
+
+static int run(pg_store *s, const char *sql) {
+  PGresult *r = PQexec(s->conn, sql);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+           PQresultStatus(r) == PGRES_TUPLES_OK;
+  int rc = 0;
+  if (!ok) {
+    char buf[512];
+    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
+                     pg_msg(s->conn, r, buf, sizeof buf));
+  }
+  PQclear(r);
+  return rc;
+}
+
+static int session_setup(pg_store *s) {
+  PQsetNoticeProcessor(s->conn, quiet, NULL);
+  return run(s, s->base.opts.sync ? "SET synchronous_commit = on"
+                                  : "SET synchronous_commit = off");
+}
+
+static int connect_db(pg_store *s) {
+  s->conn = PQconnectdb(s->conninfo);
+  if (!s->conn) return troupe__err(TROUPE_ENOMEM, "postgresql: connection");
+  if (PQstatus(s->conn) != CONNECTION_OK) {
+    char buf[512];
+    const char *m = trim_msg(PQerrorMessage(s->conn), buf, sizeof buf);
+    int code = strstr(m, "password") || strstr(m, "authentication")
+                   ? TROUPE_EAUTH : TROUPE_ECONNREFUSED;
+    return troupe__err(code, "postgresql: cannot connect: %s", m);
+  }
+  return session_setup(s);
+}
+
+/* Before a group: a lost connection gets one reset. */
+static int ensure_conn(pg_store *s) {
+  if (PQstatus(s->conn) == CONNECTION_OK) return 0;
+  PQreset(s->conn);
+  if (PQstatus(s->conn) != CONNECTION_OK) {
+    char buf[512];
+    return troupe__err(TROUPE_ECONNLOST, "postgresql: reconnect failed: %s",
+                       trim_msg(PQerrorMessage(s->conn), buf, sizeof buf));
+  }
+  return session_setup(s);
+}
+
+/* --- schema --------------------------------------------------------------- */
+
+static int create_schema(pg_store *s) {
+  const char *S = s->schema;
+  char sql[4096];
+  snprintf(sql, sizeof sql,
+    "CREATE SCHEMA IF NOT EXISTS \"%s\";"
+    "CREATE TABLE \"%s\".troupe_schema_version ("
+    " version int NOT NULL,"
+    " installed_at timestamptz NOT NULL DEFAULT now());"
+    "INSERT INTO \"%s\".troupe_schema_version (version) VALUES (%d);"
+    "CREATE TABLE \"%s\".meta ("
+    " id int PRIMARY KEY CHECK (id = 1), last_offset bigint NOT NULL);"
+    "INSERT INTO \"%s\".meta VALUES (1, 0);"
+    "CREATE TABLE \"%s\".events ("
+    " persistence_id text COLLATE \"C\" NOT NULL,"
+    " seq_nr bigint NOT NULL,"
+    " ordering bigint NOT NULL,"
+    " xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
+    " manifest text NOT NULL,"
+    " version int NOT NULL,"
+    " payload bytea NOT NULL,"
+    " writer_id bigint NOT NULL,"
+    " ts bigint NOT NULL,"
+    " tags text[] NOT NULL,"
+    " slice int NOT NULL,"
+    " PRIMARY KEY (persistence_id, seq_nr));"
+    "CREATE UNIQUE INDEX events_ordering ON \"%s\".events (ordering);"
+    "CREATE INDEX events_tags ON \"%s\".events USING gin (tags);"
+    "CREATE TABLE \"%s\".heads ("
+    " persistence_id text COLLATE \"C\" PRIMARY KEY,"
+    " highest bigint NOT NULL, deleted_to bigint NOT NULL DEFAULT 0);"
+    "CREATE TABLE \"%s\".snapshots ("
+    " persistence_id text COLLATE \"C\" NOT NULL, seq_nr bigint NOT NULL,"
+    " ts bigint NOT NULL, manifest text NOT NULL, version int NOT NULL,"
+    " state bytea NOT NULL, PRIMARY KEY (persistence_id, seq_nr));"
+    "CREATE TABLE \"%s\".durable_state ("
+    " persistence_id text COLLATE \"C\" PRIMARY KEY,"
+    " revision bigint NOT NULL, ts bigint NOT NULL, manifest text NOT NULL,"
+    " version int NOT NULL, value bytea NOT NULL);",
+    S, S, S, PG_SCHEMA_VERSION, S, S, S, S, S, S, S, S);
+  return run(s, sql);
+}
+
+/* Check (or, for an empty schema and create_if_missing, create) the
+ * schema. */
+static int check_schema(pg_store *s) {
+  pg_params p = {0};
+  int rc = 0;
+  char buf[512];
+  if ((rc = run(s, "BEGIN")) < 0) return rc;
+  /* one creator at a time per schema name */
+  pp_text(&p, s->schema, strlen(s->schema));
+  PGresult *r = pp_exec(s->conn,
+      "SELECT pg_advisory_xact_lock(hashtext('troupe:' || $1::text)),"
+      " to_regclass(quote_ident($1::text) || '.troupe_schema_version') IS NOT NULL,"
+      " (SELECT count(*) FROM pg_class c JOIN pg_namespace n"
+      "  ON n.oid = c.relnamespace WHERE n.nspname = $1::text)", &p);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
+                     pg_msg(s->conn, r, buf, sizeof buf));
+    goto out;
+  }
+  int has_version = *PQgetvalue(r, 0, 1) != 0;
+  int64_t nrel = col_i64(r, 0, 2);
+  PQclear(r);
+  r = NULL;
+  if (has_version) {
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT max(version) FROM \"%s\".troupe_schema_version", s->schema);
+    pp_reset(&p);
+    r = pp_exec(s->conn, sql, &p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+      rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
+                       pg_msg(s->conn, r, buf, sizeof buf));
+      goto out;
+    }
+    int32_t v = PQgetisnull(r, 0, 0) ? 0 : col_i32(r, 0, 0);
+    if (v < PG_SCHEMA_VERSION)
+      rc = troupe__err(TROUPE_ESCHEMA,
+                       "postgresql schema \"%s\" has version %d, this troupe "
+                       "uses %d: run `troupe journal migrate`",
+                       s->schema, (int)v, PG_SCHEMA_VERSION);
+    else if (v > PG_SCHEMA_VERSION)
+      rc = troupe__err(TROUPE_ESCHEMA,
+                       "postgresql schema \"%s\" has version %d, newer than "
+                       "this troupe's %d: upgrade troupe (`troupe journal "
+                       "migrate` cannot go back)",
+                       s->schema, (int)v, PG_SCHEMA_VERSION);
+  } else if (nrel > 0) {
+    rc = troupe__err(TROUPE_ESCHEMA,
+                     "postgresql schema \"%s\" holds tables but no "
+                     "troupe_schema_version: not a troupe store (see "
+                     "`troupe journal migrate`)", s->schema);
+  } else if (!s->base.opts.create_if_missing) {
+    rc = troupe__err(TROUPE_ENOENT,
+                     "postgresql schema \"%s\" has no troupe store "
+                     "(create_if_missing is off)", s->schema);
+  } else {
+    rc = create_schema(s);
+  }
+out:
+  PQclear(r);
+  pp_free(&p);
+  if (rc == 0) return run(s, "COMMIT");
+  PGresult *rb = PQexec(s->conn, "ROLLBACK");
+  PQclear(rb);
+  return rc;
+}
+
+/* --- spec ---------------------------------------------------------------- */
+
+static int valid_schema(const char *v, size_t n) {
+  if (n == 0 || n > 63) return 0;
+  if (!(islower((unsigned char)v[0]) || v[0] == '_')) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (!(islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) ||
+          v[i] == '_'))
+      return 0;
+  return 1;
+}
+
+/* Take "schema=NAME" out of the spec: a query parameter of a URI or a
+ * key=value pair of a conninfo string. Writes the conninfo without it. */
+static int split_spec(const char *path, char **conninfo, char *schema) {
+  snprintf(schema, 64, "troupe");
+  char *c = strdup(path);
+  if (!c) return troupe__err(TROUPE_ENOMEM, "spec");
+  int uri = strncmp(c, "postgresql://", 13) == 0 ||
+            strncmp(c, "postgres://", 11) == 0;
+  char *q = uri ? strchr(c, '?') : c;
+  while (q && *q) {
+    /* start of an item: after '?'/'&' (URI) or at start/after space */
+    char *item = q;
+    if (uri) item = q + 1;
+    else while (*item == ' ' || *item == '\t') item++;
+    char *end = item + strcspn(item, uri ? "&" : " \t");
+    if (strncmp(item, "schema=", 7) == 0) {
+      const char *v = item + 7;
+      size_t n = (size_t)(end - v);
+      if (!valid_schema(v, n)) {
+        free(c);
+        return troupe__err(TROUPE_EINVAL,
+                           "postgresql spec: schema must be 1..63 of "
+                           "[a-z0-9_], not starting with a digit");
+      }
+      memcpy(schema, v, n);
+      schema[n] = 0;
+      if (uri) {
+        /* drop "?schema=…" / "&schema=…", keeping the separator for
+         * what follows */
+        if (*end == '&') memmove(item, end + 1, strlen(end + 1) + 1);
+        else *q = 0;
+      } else {
+        memmove(item, end, strlen(end) + 1);
+      }
+      continue;
+    }
+    if (!*end) break;
+    q = end;
+    if (!uri) q++;
+  }
+  *conninfo = c;
+  return 0;
+}
+
+/* --- reads ---------------------------------------------------------------- */
+
+static void fail_res(pg_store *s, jnl_op *op, PGresult *r, const char *what) {
+  char buf[400];
+  jnl_op_fail(op, pg_code(s->conn, r), "postgresql %s: %s", what,
+              pg_msg(s->conn, r, buf, sizeof buf));
+}
+
+static PGresult *exec_ok(pg_store *s, jnl_op *op, const char *sql,
+                         pg_params *p, const char *what) {
+  PGresult *r = pp_exec(s->conn, sql, p);
+  ExecStatusType st = PQresultStatus(r);
+  if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
+  fail_res(s, op, r, what);
+  PQclear(r);
+  return NULL;
+}
+
+static void r_highest(pg_store *s, jnl_op *op, pg_params *p) {
+  char sql[200];
+  snprintf(sql, sizeof sql, "SELECT highest FROM %s WHERE persistence_id = $1",
+           s->q_heads);
+  pp_text(p, op->pid, op->pid_len);
+  PGresult *r = exec_ok(s, op, sql, p, "highest");
+  if (!r) return;
+  op->r0 = PQntuples(r) ? (uint64_t)col_i64(r, 0, 0) : 0;
+  PQclear(r);
+}
+
+/* Paged event reads (replay, by-tag): one keyset query per page inside a
+ * REPEATABLE READ transaction. Columns: pid, seq, ordering, manifest,
+ * version, payload, writer, ts, tags. */
+static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
+  int tag = op->kind == JNL_OP_BY_TAG;
+  uint64_t max = tag ? op->b : op->c, got = 0;
+  uint64_t page = s->base.opts.page_size;
+  uint64_t cursor = op->a;          /* after offset / from seq */
+  char sql[600];
+  if (tag)
+    snprintf(sql, sizeof sql,
+             "SELECT persistence_id, seq_nr, ordering, manifest, version,"
+             " payload, writer_id, ts, tags FROM %s"
+             " WHERE tags @> ARRAY[$1::text] AND ordering > $2"
+             " ORDER BY ordering LIMIT $3", s->q_events);
+  else
+    snprintf(sql, sizeof sql,
+             "SELECT persistence_id, seq_nr, ordering, manifest, version,"
+             " payload, writer_id, ts, tags FROM %s"
+             " WHERE persistence_id = $1 AND seq_nr >= $2 AND seq_nr <= $3"
+             " ORDER BY seq_nr LIMIT $4", s->q_events);
+  int brc = run(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  if (brc < 0) {
+    jnl_op_fail(op, brc, "%s", troupe_errmsg());
+    return;
+  }
+  troupe_event *ev = malloc((page + 1) * sizeof *ev);
+  const char **tagv = malloc((page + 1) * TROUPE_JOURNAL_MAX_TAGS *
+                             sizeof *tagv);
+  char *arena = NULL;
+  size_t arena_cap = 0;
+  if (!ev || !tagv) {
+    jnl_op_fail(op, TROUPE_ENOMEM, "read page");
+    goto out;
+  }
+  for (;;) {
+    uint64_t want = page;
+    if (max && max - got < want) want = max - got;
+    pp_reset(p);
+    if (tag) {
+      pp_text(p, op->str, op->str_len);
+      pp_u64(p, cursor);
+    } else {
+      pp_text(p, op->pid, op->pid_len);
+      pp_u64(p, cursor);
+      pp_u64(p, op->b);
+    }
+    pp_i64(p, (int64_t)want + 1);           /* one row of lookahead */
+    PGresult *r = exec_ok(s, op, sql, p, tag ? "by_tag" : "replay");
+    if (!r) goto out;
+    int rows = PQntuples(r);
+    int n = rows > (int)want ? (int)want : rows;
+    size_t need = 0;
+    for (int i = 0; i < n; i++) need += (size_t)PQgetlength(r, i, 8);
+    if (need > arena_cap) {
+      char *a = realloc(arena, need);
+      if (!a) {
+        PQclear(r);
+        jnl_op_fail(op, TROUPE_ENOMEM, "read page");
+        goto out;
+      }
+      arena = a;
+      arena_cap = need;
+    }
+    char *ap = arena;
+    size_t nt = 0;
+    for (int i = 0; i < n; i++) {
+      troupe_event *e = &ev[i];
+      e->persistence_id = PQgetvalue(r, i, 0);
+      e->seq = (uint64_t)col_i64(r, i, 1);
+      e->offset = (uint64_t)col_i64(r, i, 2);
+      e->manifest = PQgetvalue(r, i, 3);
+      e->version = (uint32_t)col_i32(r, i, 4);
+      e->payload = PQgetvalue(r, i, 5);
+      e->payload_len = (size_t)PQgetlength(r, i, 5);
+      e->writer_id = (uint64_t)col_i64(r, i, 6);
+      e->timestamp_ms = col_i64(r, i, 7);
+      e->tags = tagv + nt;
+      if (parse_tags((const uint8_t *)PQgetvalue(r, i, 8),
+                     (size_t)PQgetlength(r, i, 8), &ap, tagv + nt,
+                     &e->ntags) < 0) {
+        jnl_op_fail(op, TROUPE_ECORRUPT, "postgresql: bad tags of \"%s\" seq %llu",
+                    e->persistence_id, (unsigned long long)e->seq);
+        PQclear(r);
+        goto out;
+      }
+      nt += e->ntags;
+    }
+    got += (uint64_t)n;
+    int done = rows <= (int)want || (max && got >= max);
+    if (n) cursor = tag ? ev[n - 1].offset : ev[n - 1].seq + 1;
+    int stop = jnl_op_emit_events(op, ev, (size_t)n, done);
+    PQclear(r);
+    if (stop || done) break;
+  }
+out:
+  free(ev);
+  free(tagv);
+  free(arena);
+  PGresult *c = PQexec(s->conn, "COMMIT");
+  PQclear(c);
+}
+
+static void r_list_ids(pg_store *s, jnl_op *op, pg_params *p) {
+  char sql[300];
+  snprintf(sql, sizeof sql,
+           "SELECT persistence_id FROM %s WHERE highest > 0 AND "
+           "persistence_id > $1 ORDER BY persistence_id LIMIT $2", s->q_heads);
+  pp_text(p, op->str, op->str_len);
+  pp_u64(p, op->a);
+  PGresult *r = exec_ok(s, op, sql, p, "list_ids");
+  if (!r) return;
+  int n = PQntuples(r);
+  const char **ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
+  if (!ids) {
+    jnl_op_fail(op, TROUPE_ENOMEM, "list_ids");
+  } else {
+    for (int i = 0; i < n; i++) ids[i] = PQgetvalue(r, i, 0);
+    jnl_op_emit_ids(op, ids, (size_t)n);
+  }
+  free(ids);
+  PQclear(r);
+}
+
+static void r_snap_load(pg_store *s, jnl_op *op, pg_params *p) {
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "SELECT seq_nr, ts, manifest, version, state FROM %s"
+           " WHERE persistence_id = $1 AND seq_nr BETWEEN $2 AND $3"
+           " AND ts BETWEEN $4 AND $5 ORDER BY seq_nr DESC LIMIT 1",
+           s->q_snaps);
+  pp_text(p, op->pid, op->pid_len);
+  pp_u64(p, op->a);
+  pp_u64(p, op->b);
+  pp_i64(p, op->t0);
+  pp_i64(p, op->t1);
+  PGresult *r = exec_ok(s, op, sql, p, "snapshot load");
+  if (!r) return;
+  if (PQntuples(r)) {
+    troupe_snapshot sn;
+    sn.persistence_id = op->pid;
+    sn.seq = (uint64_t)col_i64(r, 0, 0);
+    sn.timestamp_ms = col_i64(r, 0, 1);
+    sn.manifest = PQgetvalue(r, 0, 2);
+    sn.version = (uint32_t)col_i32(r, 0, 3);
+    sn.state = PQgetvalue(r, 0, 4);
+    sn.state_len = (size_t)PQgetlength(r, 0, 4);
+    jnl_op_emit_snapshot(op, &sn);
+  }
+  PQclear(r);
+}
+
+static void r_state_get(pg_store *s, jnl_op *op, pg_params *p) {
+  char sql[300];
+  snprintf(sql, sizeof sql,
+           "SELECT revision, ts, manifest, version, value FROM %s"
+           " WHERE persistence_id = $1", s->q_state);
+  pp_text(p, op->pid, op->pid_len);
+  PGresult *r = exec_ok(s, op, sql, p, "state get");
+  if (!r) return;
+  if (PQntuples(r)) {
+    troupe_state_record rec;
+    rec.persistence_id = op->pid;
+    rec.revision = (uint64_t)col_i64(r, 0, 0);
+    rec.timestamp_ms = col_i64(r, 0, 1);
+    rec.manifest = PQgetvalue(r, 0, 2);
+    rec.version = (uint32_t)col_i32(r, 0, 3);
+    rec.value = PQgetvalue(r, 0, 4);
+    rec.value_len = (size_t)PQgetlength(r, 0, 4);
+    jnl_op_emit_state(op, &rec);
+  }
+  PQclear(r);
+}
+
+static void do_read(pg_store *s, jnl_op *op) {
+  pg_params p = {0};
+  int rc = ensure_conn(s);
+  if (rc < 0) {
+    jnl_op_fail(op, rc, "%s", troupe_errmsg());
+  } else {
+    switch (op->kind) {
+    case JNL_OP_HIGHEST: r_highest(s, op, &p); break;
+    case JNL_OP_REPLAY:
+    case JNL_OP_BY_TAG: r_events(s, op, &p); break;
+    case JNL_OP_LIST_IDS: r_list_ids(s, op, &p); break;
+    case JNL_OP_SNAP_LOAD: r_snap_load(s, op, &p); break;
+    case JNL_OP_STATE_GET: r_state_get(s, op, &p); break;
+    }
+  }
+  pp_free(&p);
+  jnl_op_complete(op);
+}
+
+/* --- writes ---------------------------------------------------------------- */
+
+/* Per-id state of a group: the locked head (journal) or revision (state). */
+typedef struct pg_key {
+  uint64_t head, deleted_to, rev;
+  int has_head, has_rev;
+  char name[];
+} pg_key;
+
+typedef struct pg_group {
+  jnl_op **ops;
+  size_t n;
+  jnl_hmap keys;
+  pg_key **all;
+  size_t nall, allcap;
+} pg_group;
+
+static pg_key *gkey(pg_group *g, const char *pid, size_t len) {
+  uint64_t h = jnl_hash(pid, len);
+  pg_key *k = jnl_hmap_get(&g->keys, pid, len, h);
+  if (k) return k;
+  if (g->nall == g->allcap) {
+    size_t cap = g->allcap ? g->allcap * 2 : 32;
+    pg_key **a = realloc(g->all, cap * sizeof *a);
+    if (!a) return NULL;
+    g->all = a;
+    g->allcap = cap;
+  }
+  k = calloc(1, sizeof *k + len + 1);
+  if (!k) return NULL;
+  memcpy(k->name, pid, len);
+  if (jnl_hmap_put(&g->keys, k->name, len, h, k) < 0) {
+    free(k);
+    return NULL;
+  }
+  g->all[g->nall++] = k;
+  return k;
+}
+
+static void group_free(pg_group *g) {
+  for (size_t i = 0; i < g->nall; i++) free(g->all[i]);
+  free(g->all);
+  jnl_hmap_free(&g->keys);
+  free(g->ops);
+}
+
+/* Collect the ids as a text[] parameter: journal ids (which) or state
+ * ids. */
+static int ids_param(pg_group *g, pg_params *p, int state, int append_only) {
+  const char **v = malloc((g->n + 1) * sizeof *v);
+  size_t *l = malloc((g->n + 1) * sizeof *l), k = 0;
+  if (!v || !l) {
+    free(v); free(l);
+    return TROUPE_ENOMEM;
+  }
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op *op = g->ops[i];
+    int want = state ? (op->kind == JNL_OP_STATE_PUT ||
+                        op->kind == JNL_OP_STATE_DELETE)
+                     : (op->kind == JNL_OP_APPEND ||
+                        (!append_only && op->kind == JNL_OP_DELETE));
+    if (!want) continue;
+    v[k] = op->pid;
+    l[k++] = op->pid_len;
+  }
+  int rc = pp_text_array(p, v, l, k);
+  free(v);
+  free(l);
+  return rc;
+}
+
+/* Drain the results of a pipeline up to its sync. Each statement's
+ * result goes to `res` (NULL to drop); returns the first error code
+ * (message in *err) or 0. */
+static int drain(pg_store *s, PGresult **res, int nres, char *err,
+                 size_t errn) {
+  int rc = 0, i = 0, nulls = 0;
+  for (;;) {
+    PGresult *r = PQgetResult(s->conn);
+    if (!r) {
+      /* one NULL ends each statement's results; two in a row mean the
+       * sync will not come (the connection failed) */
+      if (PQstatus(s->conn) == CONNECTION_BAD || ++nulls > 1) {
+        if (!rc) {
+          rc = TROUPE_ECONNLOST;
+          pg_msg(s->conn, NULL, err, errn);
+        }
+        return rc;
+      }
+      i++;
+      continue;
+    }
+    nulls = 0;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      return rc;
+    }
+    if (st == PGRES_FATAL_ERROR && !rc) {
+      rc = pg_code(s->conn, r);
+      pg_msg(s->conn, r, err, errn);
+    }
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+      if (res && i < nres && !res[i]) {
+        res[i] = r;
+        continue;
+      }
+    }
+    PQclear(r);
+  }
+}
+
+static int add_event_rows(pg_store *s, jnl_op *op, pg_params *p,
+                          uint64_t first_off, int *nstmt) {
+  char *sql = NULL;
+  const uint8_t *q = op->buf;
+  size_t i = 0;
+  int rc = 0;
+  int32_t slice = (int32_t)(jnl_hash(op->pid, op->pid_len) & 1023);
+  while (i < op->n && rc == 0) {
+    size_t rows = op->n - i < PG_ROWS_PER_INSERT ? op->n - i
+                                                 : PG_ROWS_PER_INSERT;
+    size_t cap = 400 + rows * 96;
+    char *w = realloc(sql, cap);
+    if (!w) return TROUPE_ENOMEM;
+    sql = w;
+    int at = snprintf(sql, cap,
+                      "INSERT INTO %s (persistence_id, seq_nr, ordering,"
+                      " manifest, version, payload, writer_id, ts, tags,"
+                      " slice) VALUES ", s->q_events);
+    pp_reset(p);
+    for (size_t k = 0; k < rows; k++, i++) {
+      uint32_t len = jnl_rd32(q);
+      troupe_event e;
+      const char *tv[TROUPE_JOURNAL_MAX_TAGS];
+      size_t tl[TROUPE_JOURNAL_MAX_TAGS];
+      if ((rc = jnl_rec_read(q + 4, len, &e, tv)) < 0) break;
+      /* the op's buffer keeps the offset for notifications */
+      jnl_be64((uint8_t *)q + 4 + JNL_REC_OFFSET_AT, first_off + i);
+      for (size_t t = 0; t < e.ntags; t++) tl[t] = strlen(tv[t]);
+      int b = p->n;
+      at += snprintf(sql + at, cap - (size_t)at,
+                     "%s($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)",
+                     k ? "," : "", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6,
+                     b + 7, b + 8, b + 9, b + 10);
+      if (pp_text(p, op->pid, op->pid_len) < 0 ||
+          pp_u64(p, op->a + 1 + i) < 0 || pp_u64(p, first_off + i) < 0 ||
+          pp_text(p, e.manifest, strlen(e.manifest)) < 0 ||
+          pp_i32(p, (int32_t)e.version) < 0 ||
+          pp_bytea(p, e.payload, e.payload_len) < 0 ||
+          pp_i64(p, (int64_t)e.writer_id) < 0 ||
+          pp_i64(p, e.timestamp_ms) < 0 ||
+          pp_text_array(p, tv, tl, e.ntags) < 0 || pp_i32(p, slice) < 0) {
+        rc = TROUPE_ENOMEM;
+        break;
+      }
+      q += 4 + len;
+    }
+    if (rc == 0) {
+      if (pp_send(s->conn, sql, p) < 0) rc = TROUPE_ECONNLOST;
+      else (*nstmt)++;
+    }
+  }
+  free(sql);
+  return rc;
+}
+
+static void conflict(jnl_op *op, uint64_t actual, const char *what) {
+  op->r0 = actual;
+  jnl_op_fail(op, TROUPE_ECONFLICT, "%s of \"%s\": expected %llu, is %llu",
+              what, op->pid, (unsigned long long)op->a,
+              (unsigned long long)actual);
+}
+
+static void write_group(pg_store *s, pg_group *g) {
+  pg_params p = {0};
+  char err[512] = "";
+  int rc = 0, committing = 0;
+  int has_append = 0, has_jids = 0, has_state = 0;
+  char sql[600];
+  for (size_t i = 0; i < g->n; i++) {
+    int k = g->ops[i]->kind;
+    if (k == JNL_OP_APPEND) has_append = has_jids = 1;
+    if (k == JNL_OP_DELETE) has_jids = 1;
+    if (k == JNL_OP_STATE_PUT || k == JNL_OP_STATE_DELETE) has_state = 1;
+  }
+  if ((rc = ensure_conn(s)) < 0) {
+    snprintf(err, sizeof err, "%s", troupe_errmsg());
+    goto fail;
+  }
+  /* --- round trip 1: lock what the checks read --- */
+  if (!PQenterPipelineMode(s->conn)) {
+    rc = TROUPE_EIO;
+    pg_msg(s->conn, NULL, err, sizeof err);
+    goto fail;
+  }
+  PGresult *res[4] = {NULL, NULL, NULL, NULL};
+  int r_heads = -1, r_meta = -1, r_state = -1, nst = 0;
+  pp_reset(&p);
+  PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 1);
+  nst++;
+  if (has_append) {
+    snprintf(sql, sizeof sql,
+             "INSERT INTO %s (persistence_id, highest)"
+             " SELECT DISTINCT unnest($1::text[]), 0 ORDER BY 1"
+             " ON CONFLICT DO NOTHING", s->q_heads);
+    pp_reset(&p);
+    if ((rc = ids_param(g, &p, 0, 1)) < 0) goto pipe_fail;
+    pp_send(s->conn, sql, &p);
+    nst++;
+  }
+  if (has_jids) {
+    snprintf(sql, sizeof sql,
+             "SELECT persistence_id, highest, deleted_to FROM %s"
+             " WHERE persistence_id = ANY($1::text[])"
+             " ORDER BY persistence_id FOR UPDATE", s->q_heads);
+    pp_reset(&p);
+    if ((rc = ids_param(g, &p, 0, 0)) < 0) goto pipe_fail;
+    pp_send(s->conn, sql, &p);
+    r_heads = nst++;
+  }
+  if (has_append) {
+    snprintf(sql, sizeof sql,
+             "SELECT last_offset FROM %s WHERE id = 1 FOR UPDATE", s->q_meta);
+    pp_reset(&p);
+    pp_send(s->conn, sql, &p);
+    r_meta = nst++;
+  }
+  if (has_state) {
+    snprintf(sql, sizeof sql,
+             "SELECT persistence_id, revision FROM %s"
+             " WHERE persistence_id = ANY($1::text[])"
+             " ORDER BY persistence_id FOR UPDATE", s->q_state);
+    pp_reset(&p);
+    if ((rc = ids_param(g, &p, 1, 0)) < 0) goto pipe_fail;
+    pp_send(s->conn, sql, &p);
+    r_state = nst++;
+  }
+  PQpipelineSync(s->conn);
+  PGresult *all[8] = {0};
+  rc = drain(s, all, nst, err, sizeof err);
+  if (rc == 0) {
+    if (r_heads >= 0) res[0] = all[r_heads];
+    if (r_meta >= 0) res[1] = all[r_meta];
+    if (r_state >= 0) res[2] = all[r_state];
+  }
+  uint64_t offset = 0;
+  if (rc == 0) {
+    if (res[0])
+      for (int i = 0; i < PQntuples(res[0]); i++) {
+        pg_key *k = gkey(g, PQgetvalue(res[0], i, 0),
+                         (size_t)PQgetlength(res[0], i, 0));
+        if (!k) { rc = TROUPE_ENOMEM; break; }
+        k->head = (uint64_t)col_i64(res[0], i, 1);
+        k->deleted_to = (uint64_t)col_i64(res[0], i, 2);
+        k->has_head = 1;
+      }
+    if (res[1] && PQntuples(res[1]) == 1)
+      offset = (uint64_t)col_i64(res[1], 0, 0);
+    else if (has_append && rc == 0) {
+      rc = TROUPE_ECORRUPT;
+      snprintf(err, sizeof err, "postgresql: %s has no offset row", s->q_meta);
+    }
+    if (res[2])
+      for (int i = 0; i < PQntuples(res[2]); i++) {
+        pg_key *k = gkey(g, PQgetvalue(res[2], i, 0),
+                         (size_t)PQgetlength(res[2], i, 0));
+        if (!k) { rc = TROUPE_ENOMEM; break; }
+        k->rev = (uint64_t)col_i64(res[2], i, 1);
+        k->has_rev = 1;
+      }
+  }
+  for (int i = 0; i < 8; i++) PQclear(all[i]);
+  if (rc < 0) goto pipe_fail;
+
+  /* --- the checks, in submission order; round trip 2 --- */
+  nst = 0;
+  for (size_t i = 0; i < g->n && rc == 0; i++) {
+    jnl_op *op = g->ops[i];
+    pg_key *k = gkey(g, op->pid, op->pid_len);
+    if (!k) { rc = TROUPE_ENOMEM; break; }
+    pp_reset(&p);
+    switch (op->kind) {
+    case JNL_OP_APPEND:
+      if (k->head != op->a) {
+        conflict(op, k->head, "append");
+        break;
+      }
+      if ((rc = add_event_rows(s, op, &p, offset + 1, &nst)) < 0) break;
+      offset += op->n;
+      k->head = op->a + op->n;
+      op->r0 = k->head;
+      snprintf(sql, sizeof sql,
+               "UPDATE %s SET highest = $2 WHERE persistence_id = $1",
+               s->q_heads);
+      pp_reset(&p);
+      pp_text(&p, op->pid, op->pid_len);
+      pp_u64(&p, k->head);
+      pp_send(s->conn, sql, &p);
+      nst++;
+      break;
+    case JNL_OP_DELETE: {
+      if (!k->has_head) break;            /* unknown id: nothing */
+      uint64_t to = op->a < k->head ? op->a : k->head;
+      if (to > k->deleted_to) {
+        snprintf(sql, sizeof sql,
+                 "DELETE FROM %s WHERE persistence_id = $1 AND seq_nr <= $2",
+                 s->q_events);
+        pp_text(&p, op->pid, op->pid_len);
+        pp_u64(&p, to);
+        pp_send(s->conn, sql, &p);
+        snprintf(sql, sizeof sql,
+                 "UPDATE %s SET deleted_to = $2 WHERE persistence_id = $1",
+                 s->q_heads);
+        pp_send(s->conn, sql, &p);
+        nst += 2;
+        k->deleted_to = to;
+      }
+      op->r0 = k->deleted_to;
+      break;
+    }
+    case JNL_OP_SNAP_SAVE: {
+      troupe_snapshot sn;
+      if (jnl_snap_read(op->buf, op->buf_len, &sn) < 0) {
+        jnl_op_fail(op, TROUPE_ECORRUPT, "snapshot record");
+        break;
+      }
+      snprintf(sql, sizeof sql,
+               "INSERT INTO %s (persistence_id, seq_nr, ts, manifest, version,"
+               " state) VALUES ($1,$2,$3,$4,$5,$6)"
+               " ON CONFLICT (persistence_id, seq_nr) DO UPDATE SET"
+               " ts = EXCLUDED.ts, manifest = EXCLUDED.manifest,"
+               " version = EXCLUDED.version, state = EXCLUDED.state",
+               s->q_snaps);
+      pp_text(&p, op->pid, op->pid_len);
+      pp_u64(&p, op->a);
+      pp_i64(&p, sn.timestamp_ms);
+      pp_text(&p, sn.manifest, strlen(sn.manifest));
+      pp_i32(&p, (int32_t)sn.version);
+      pp_bytea(&p, sn.state, sn.state_len);
+      pp_send(s->conn, sql, &p);
+      nst++;
+      break;
+    }
+    case JNL_OP_SNAP_DELETE:
+      snprintf(sql, sizeof sql,
+               "DELETE FROM %s WHERE persistence_id = $1 AND seq_nr BETWEEN"
+               " $2 AND $3 AND ts BETWEEN $4 AND $5", s->q_snaps);
+      pp_text(&p, op->pid, op->pid_len);
+      pp_u64(&p, op->a);
+      pp_u64(&p, op->b);
+      pp_i64(&p, op->t0);
+      pp_i64(&p, op->t1);
+      pp_send(s->conn, sql, &p);
+      op->scratch = (uint64_t)++nst;       /* its result: count */
+      break;
+    case JNL_OP_SNAP_RETAIN:
+      snprintf(sql, sizeof sql,
+               "DELETE FROM %s WHERE persistence_id = $1 AND seq_nr <"
+               " COALESCE((SELECT seq_nr FROM %s WHERE persistence_id = $1"
+               " ORDER BY seq_nr DESC OFFSET $2 LIMIT 1), 0)",
+               s->q_snaps, s->q_snaps);
+      pp_text(&p, op->pid, op->pid_len);
+      pp_u64(&p, op->c - 1);
+      pp_send(s->conn, sql, &p);
+      op->scratch = (uint64_t)++nst;
+      break;
+    case JNL_OP_STATE_PUT: {
+      uint64_t rev = k->has_rev ? k->rev : 0;
+      if (rev != op->a) {
+        conflict(op, rev, "state revision");
+        break;
+      }
+      troupe_state_record rec;
+      if (jnl_state_read(op->buf, op->buf_len, &rec) < 0) {
+        jnl_op_fail(op, TROUPE_ECORRUPT, "state record");
+        break;
+      }
+      snprintf(sql, sizeof sql,
+               "INSERT INTO %s (persistence_id, revision, ts, manifest,"
+               " version, value) VALUES ($1,$2,$3,$4,$5,$6)"
+               " ON CONFLICT (persistence_id) DO UPDATE SET"
+               " revision = EXCLUDED.revision, ts = EXCLUDED.ts,"
+               " manifest = EXCLUDED.manifest, version = EXCLUDED.version,"
+               " value = EXCLUDED.value", s->q_state);
+      pp_text(&p, op->pid, op->pid_len);
+      pp_u64(&p, op->a + 1);
+      pp_i64(&p, rec.timestamp_ms);
+      pp_text(&p, rec.manifest, strlen(rec.manifest));
+      pp_i32(&p, (int32_t)rec.version);
+      pp_bytea(&p, rec.value, rec.value_len);
+      pp_send(s->conn, sql, &p);
+      nst++;
+      k->rev = op->r0 = op->a + 1;
+      k->has_rev = 1;
+      break;
+    }
+    case JNL_OP_STATE_DELETE: {
+      uint64_t rev = k->has_rev ? k->rev : 0;
+      if (op->a != 0 && rev != op->a) {
+        conflict(op, rev, "state revision");
+        break;
+      }
+      op->r0 = rev;
+      if (rev) {
+        snprintf(sql, sizeof sql, "DELETE FROM %s WHERE persistence_id = $1",
+                 s->q_state);
+        pp_text(&p, op->pid, op->pid_len);
+        pp_send(s->conn, sql, &p);
+        nst++;
+      }
+      k->rev = 0;
+      k->has_rev = 0;
+      break;
+    }
+    }
+  }
+  if (rc < 0) {
+    snprintf(err, sizeof err, "postgresql: building the batch: %s",
+             troupe_strerror(rc));
+    goto pipe_fail;
+  }
+  if (has_append) {
+    snprintf(sql, sizeof sql, "UPDATE %s SET last_offset = $1 WHERE id = 1",
+             s->q_meta);
+    pp_reset(&p);
+    pp_u64(&p, offset);
+    pp_send(s->conn, sql, &p);
+    nst++;
+  }
+  PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 1);
+  nst++;
+  committing = 1;
+  PQpipelineSync(s->conn);
+  {
+    PGresult **r2 = calloc((size_t)nst, sizeof *r2);
+    if (!r2) {
+      rc = drain(s, NULL, 0, err, sizeof err);
+      if (rc == 0) {                /* committed; counts unknown */
+        for (size_t i = 0; i < g->n; i++) g->ops[i]->scratch = 0;
+      }
+    } else {
+      rc = drain(s, r2, nst, err, sizeof err);
+      if (rc == 0)
+        for (size_t i = 0; i < g->n; i++) {
+          jnl_op *op = g->ops[i];
+          if ((op->kind == JNL_OP_SNAP_DELETE ||
+               op->kind == JNL_OP_SNAP_RETAIN) && op->scratch &&
+              r2[op->scratch - 1])
+            op->r0 = strtoull(PQcmdTuples(r2[op->scratch - 1]), NULL, 10);
+        }
+      for (int i = 0; i < nst; i++) PQclear(r2[i]);
+      free(r2);
+    }
+  }
+  /* an error inside the explicit transaction leaves it aborted */
+  if (rc < 0) goto pipe_fail;
+  PQexitPipelineMode(s->conn);
+  pp_free(&p);
+  /* committed: notify and complete in order */
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op *op = g->ops[i];
+    if (op->kind == JNL_OP_APPEND && op->status == 0 &&
+        atomic_load(&s->base.nsubs)) {
+      troupe_event *ev;
+      const char **tv;
+      if (jnl_batch_decode(op, &ev, &tv) == 0) jnl_notify(&s->base, ev, op->n);
+      free(ev);
+      free(tv);
+    }
+    jnl_op_complete(op);
+  }
+  return;
+
+pipe_fail:
+  if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF) {
+    if (!committing) {
+      PQpipelineSync(s->conn);
+      char e2[8];
+      drain(s, NULL, 0, e2, sizeof e2);
+    }
+    PQexitPipelineMode(s->conn);
+  }
+  if (PQstatus(s->conn) == CONNECTION_OK) {
+    PGresult *rb = PQexec(s->conn, "ROLLBACK");
+    PQclear(rb);
+  }
+fail:
+  pp_free(&p);
+  if (rc == TROUPE_ECONNLOST && committing)
+    snprintf(err + strlen(err), sizeof err - strlen(err),
+             " (connection lost during COMMIT: outcome unknown)");
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op *op = g->ops[i];
+    op->r0 = 0;
+    jnl_op_fail(op, rc, "postgresql: %s", err[0] ? err : troupe_strerror(rc));
+    jnl_op_complete(op);
+  }
+}
+
+/* --- the connection thread ------------------------------------------------ */
+
+static void *conn_main(void *arg) {
+  pg_store *s = arg;
+  jnl_in_store_thread = 1;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    while (!s->head && !s->stop) pthread_cond_wait(&s->cv, &s->mu);
+    if (!s->head) break;
+    jnl_op *list = s->head;
+    s->head = NULL;
+    s->tail = &s->head;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+      if (!jnl_op_is_write(list->kind)) {
+        jnl_op *op = list;
+        list = op->next;
+        do_read(s, op);
+        continue;
+      }
+      /* a run of consecutive writes: one transaction */
+      pg_group g;
+      memset(&g, 0, sizeof g);
+      size_t n = 0;
+      for (jnl_op *o = list; o && jnl_op_is_write(o->kind) && n < PG_MAX_GROUP;
+           o = o->next)
+        n++;
+      g.ops = malloc(n * sizeof *g.ops);
+      if (!g.ops) n = 1;
+      jnl_op *one[1];
+      if (!g.ops) g.ops = one;
+      for (size_t i = 0; i < n; i++) {
+        g.ops[i] = list;
+        list = list->next;
+      }
+      g.n = n;
+      write_group(s, &g);
+      if (g.ops == one) g.ops = NULL;
+      group_free(&g);
+    }
+    pthread_mutex_lock(&s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+static void pg_submit(jnl_store *st, jnl_op *op) {
+  pg_store *s = (pg_store *)st;
+  op->next = NULL;
+  pthread_mutex_lock(&s->mu);
+  int wake = s->head == NULL;
+  *s->tail = op;
+  s->tail = &op->next;
+  if (wake) pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+}
+
+static void pg_free(pg_store *s) {
+  if (s->conn) PQfinish(s->conn);
+  free(s->conninfo);
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+  jnl_store_destroy(&s->base);
+  free(s);
+}
+
+static int pg_open(const char *path, const troupe_store_options *o,
+                   jnl_store **out) {
+  pg_store *s = calloc(1, sizeof *s);
+  if (!s) return troupe__err(TROUPE_ENOMEM, "postgresql store");
+  jnl_store_init(&s->base, &jnl_pg_backend, o);
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  s->tail = &s->head;
+  int rc = split_spec(path, &s->conninfo, s->schema);
+  if (rc == 0) {
+    snprintf(s->q_events, sizeof s->q_events, "\"%s\".events", s->schema);
+    snprintf(s->q_heads, sizeof s->q_heads, "\"%s\".heads", s->schema);
+    snprintf(s->q_meta, sizeof s->q_meta, "\"%s\".meta", s->schema);
+    snprintf(s->q_snaps, sizeof s->q_snaps, "\"%s\".snapshots", s->schema);
+    snprintf(s->q_state, sizeof s->q_state, "\"%s\".durable_state", s->schema);
+    rc = connect_db(s);
+  }
+  if (rc == 0) rc = check_schema(s);
+  if (rc == 0 && pthread_create(&s->thread, NULL, conn_main, s) != 0)
+    rc = troupe__err(TROUPE_ENOMEM, "postgresql store: no thread");
+  if (rc < 0) {
+    pg_free(s);
+    return rc;
+  }
+  *out = &s->base;
+  return 0;
+}
+
+static void pg_close(jnl_store *st) {
+  pg_store *s = (pg_store *)st;
+  pthread_mutex_lock(&s->mu);
+  s->stop = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  pthread_join(s->thread, NULL);
+  pg_free(s);
+}
+
+const jnl_backend_vt jnl_pg_backend = {"postgresql", pg_open, pg_submit,
+                                       pg_close};

@@ -1170,7 +1170,9 @@ fail:
   for (size_t i = 0; i < g->n; i++) {
     jnl_op *op = g->ops[i];
     op->r0 = 0;
-    jnl_op_fail(op, rc, "postgresql: %s", err[0] ? err : troupe_strerror(rc));
+    const char *m = err[0] ? err : troupe_strerror(rc);
+    jnl_op_fail(op, rc, "%s%s",
+                strncmp(m, "postgresql", 10) == 0 ? "" : "postgresql: ", m);
     jnl_op_complete(op);
   }
 }

@@ -27,6 +27,7 @@
 struct troupe_persistence {
   troupe_journal *journal;
   troupe_snapshot_store *snapshots;
+  troupe_state_store *states;
   pthread_mutex_t lock;
   char **live;          /* open-addressing set of live persistence ids */
   size_t cap, len;
@@ -104,7 +105,7 @@ static void live_del(troupe_persistence *p, const char *pid) {
 
 int troupe_persistence_create(troupe_persistence **out, troupe_journal *j,
                               troupe_snapshot_store *s) {
-  if (!out || !j)
+  if (!out)
     return troupe__err(TROUPE_EINVAL, "troupe_persistence_create: NULL");
   *out = NULL;
   troupe_persistence *p = calloc(1, sizeof *p);
@@ -128,7 +129,7 @@ void troupe_persistence_destroy(troupe_persistence *p) {
 /* ------------------------------------------------------------------ */
 /* Internal messages */
 
-enum { EM_SNAP = 1, EM_HIGH, EM_PAGE, EM_APPENDED };
+enum { EM_SNAP = 1, EM_HIGH, EM_PAGE, EM_APPENDED, EM_GOT, EM_UPSERTED };
 
 typedef struct rec_event {
   uint64_t seq;
@@ -170,7 +171,7 @@ static void emsg_free(const troupe_type *t, void *v) {
   (void)t;
   emsg *m = v;
   if (!m->ptr) return;
-  if (m->kind == EM_SNAP) troupe_snapshot_free(m->ptr);
+  if (m->kind == EM_SNAP || m->kind == EM_GOT) free(m->ptr);
   else if (m->kind == EM_PAGE) page_free(m->ptr);
   m->ptr = NULL;
 }
@@ -967,6 +968,8 @@ int troupe_entity_spawn(troupe_system *sys, troupe_ctx *ctx,
       !def->command || !def->apply)
     return troupe__err(TROUPE_EINVAL, "troupe_entity_spawn: the definition "
                        "needs type_name, state_type, command and apply");
+  if (!p->journal)
+    return troupe__err(TROUPE_ESTATE, "troupe_entity_spawn: no journal");
   size_t idl = strlen(entity_id);
   if (idl == 0 || idl > ENTITY_ID_MAX)
     return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
@@ -1090,3 +1093,393 @@ const char *troupe_entity_persistence_id(const troupe_entity *e) {
   return e && e->pid ? e->pid : "";
 }
 uint64_t troupe_entity_seq(const troupe_entity *e) { return e ? e->seq : 0; }
+
+/* ================================================================== */
+/* Durable-state entities                                              */
+
+int troupe_persistence_set_state_store(troupe_persistence *p,
+                                       troupe_state_store *store) {
+  if (!p) return troupe__err(TROUPE_EINVAL, "set_state_store: NULL");
+  p->states = store;
+  return 0;
+}
+
+typedef struct dreply {
+  const troupe_type *type;
+  void *value;
+} dreply;
+
+typedef struct dspawn_arg {
+  troupe_persistence *p;
+  const troupe_durable_def *def;
+  char id[ENTITY_ID_MAX + 1];
+} dspawn_arg;
+
+struct troupe_durable {
+  troupe_ctx *ctx;
+  troupe_persistence *p;
+  const troupe_durable_def *def;
+  char id[ENTITY_ID_MAX + 1];
+  char *pid;
+  void *state;
+  void *pending;          /* the state being written */
+  uint64_t revision;
+  int phase;
+  bool registered;
+  bool in_command;
+  bool writing;
+  troupe_ref self;
+  troupe_ref sender;      /* of the command being handled / written */
+  dreply *replies;
+  size_t nreplies, creplies;
+};
+
+static void drop_replies(troupe_durable *d) {
+  for (size_t i = 0; i < d->nreplies; i++) {
+    troupe_value_free(d->replies[i].type, d->replies[i].value);
+    free(d->replies[i].value);
+  }
+  d->nreplies = 0;
+}
+
+static void free_pending(troupe_durable *d) {
+  if (!d->pending) return;
+  troupe_value_free(d->def->state_type, d->pending);
+  free(d->pending);
+  d->pending = NULL;
+}
+
+static void durable_cleanup(troupe_durable *d) {
+  drop_replies(d);
+  free(d->replies);
+  d->replies = NULL;
+  d->creplies = 0;
+  free_pending(d);
+  if (d->state) {
+    troupe_value_free(d->def->state_type, d->state);
+    free(d->state);
+    d->state = NULL;
+  }
+  if (d->registered) {
+    live_del(d->p, d->pid);
+    d->registered = false;
+  }
+  free(d->pid);
+  d->pid = NULL;
+}
+
+static void on_state_got(int status, const troupe_state_record *rec,
+                         void *data) {
+  rd_ctx *rc = data;
+  emsg m = {.kind = EM_GOT, .status = status};
+  if (status == 0 && rec) {
+    size_t ml = strlen(rec->manifest) + 1;
+    troupe_state_record *c = malloc(sizeof *c + ml + rec->value_len + 1);
+    if (!c) {
+      m.status = TROUPE_ENOMEM;
+    } else {
+      char *p = (char *)(c + 1);
+      memcpy(p, rec->manifest, ml);
+      c->manifest = p;
+      if (rec->value_len) memcpy(p + ml, rec->value, rec->value_len);
+      c->value = p + ml;
+      c->value_len = rec->value_len;
+      c->revision = rec->revision;
+      c->version = rec->version;
+      c->timestamp_ms = rec->timestamp_ms;
+      c->persistence_id = NULL;
+      m.ptr = c;
+    }
+  }
+  post(rc->self, &m);
+  free(rc);
+}
+
+static void on_state_upserted(int status, uint64_t revision, void *data) {
+  rd_ctx *rc = data;
+  emsg m = {.kind = EM_UPSERTED, .status = status, .a = revision};
+  post(rc->self, &m);
+  free(rc);
+}
+
+static void durable_failed(troupe_durable *d, int err) {
+  d->phase = PH_FAILED;
+  if (d->def->on_recovery_failed) d->def->on_recovery_failed(d, err);
+  troupe_stop(d->ctx, d->self);
+}
+
+static void send_replies(troupe_durable *d) {
+  for (size_t i = 0; i < d->nreplies; i++)
+    troupe_tell(d->sender, d->replies[i].type, d->replies[i].value, d->self);
+  drop_replies(d);
+}
+
+static int durable_init(troupe_ctx *ctx, void *st, const void *arg) {
+  troupe_durable *d = st;
+  const dspawn_arg *sa = arg;
+  memset(d, 0, sizeof *d);
+  d->ctx = ctx;
+  d->p = sa->p;
+  d->def = sa->def;
+  d->self = troupe_self(ctx);
+  snprintf(d->id, sizeof d->id, "%s", sa->id);
+  size_t n = strlen(d->def->type_name) + 1 + strlen(d->id) + 1;
+  d->pid = malloc(n);
+  if (!d->pid) return TROUPE_ENOMEM;
+  snprintf(d->pid, n, "%s|%s", d->def->type_name, d->id);
+  int rc = live_add(d->p, d->pid);
+  if (rc < 0) {
+    free(d->pid);
+    d->pid = NULL;
+    return rc;
+  }
+  d->registered = true;
+  d->state = calloc(1, d->def->state_type->size ? d->def->state_type->size
+                                                : 1);
+  rd_ctx *r = calloc(1, sizeof *r);
+  if (!d->state || !r) {
+    free(r);
+    durable_cleanup(d);
+    return TROUPE_ENOMEM;
+  }
+  if (d->def->init_state) d->def->init_state(d->state, d->id);
+  d->phase = PH_RECOVERING;
+  r->self = d->self;
+  rc = troupe_state_get(d->p->states, d->pid, on_state_got, r);
+  if (rc < 0) {
+    free(r);
+    durable_cleanup(d);
+  }
+  return rc;
+}
+
+static int durable_completion(troupe_durable *d, emsg *m) {
+  if (m->kind == EM_GOT) {
+    if (d->phase != PH_RECOVERING) return 0;
+    troupe_state_record *rec = m->ptr;
+    if (m->status < 0) {
+      troupe_log(d->ctx, TROUPE_LOG_ERROR, "%s: loading the state failed: %s",
+                 d->pid, troupe_strerror(m->status));
+      durable_failed(d, m->status);
+      return 0;
+    }
+    if (rec) {
+      const troupe_type *st = d->def->state_type;
+      void *tmp = calloc(1, st->size ? st->size : 1);
+      int rc = tmp ? troupe_decode_as(rec->manifest, rec->version, rec->value,
+                                      rec->value_len, st, tmp, NULL)
+                   : TROUPE_ENOMEM;
+      if (rc < 0) {
+        troupe_log(d->ctx, TROUPE_LOG_ERROR,
+                   "%s: stored state at revision %" PRIu64 " (%s v%u) does "
+                   "not decode: %s", d->pid, rec->revision, rec->manifest,
+                   rec->version, troupe_errmsg());
+        free(tmp);
+        durable_failed(d, rc);
+        return 0;
+      }
+      troupe_value_free(st, d->state);
+      free(d->state);
+      d->state = tmp;
+      d->revision = rec->revision;
+    }
+    d->phase = PH_RUNNING;
+    if (d->def->on_recovered) d->def->on_recovered(d, d->state, d->revision);
+    troupe_unstash(d->ctx, 1);
+    return 0;
+  }
+  if (m->kind == EM_UPSERTED) {
+    d->writing = false;
+    if (m->status < 0) {
+      troupe_log(d->ctx, TROUPE_LOG_ERROR, "%s: %s (stored revision %" PRIu64
+                 ", expected %" PRIu64 ")", d->pid,
+                 m->status == TROUPE_ECONFLICT ? "write conflict"
+                                               : troupe_strerror(m->status),
+                 m->a, d->revision);
+      free_pending(d);
+      drop_replies(d);
+      d->phase = PH_FAILED;
+      return m->status;
+    }
+    troupe_value_free(d->def->state_type, d->state);
+    free(d->state);
+    d->state = d->pending;
+    d->pending = NULL;
+    d->revision = m->a;
+    send_replies(d);
+    troupe_unstash(d->ctx, 1);
+  }
+  return 0;
+}
+
+static int durable_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
+  troupe_durable *d = st;
+  d->ctx = ctx;
+  if (m->type == &T_EMSG) return durable_completion(d, (emsg *)m->data);
+  if (d->phase == PH_FAILED) return TROUPE_UNHANDLED;
+  if (d->phase == PH_RECOVERING || d->writing) {
+    uint32_t cap = d->def->stash_capacity ? d->def->stash_capacity
+                                          : DEFAULT_STASH;
+    int rc = troupe_stash_size(ctx) >= cap ? TROUPE_ESTASHFULL
+                                           : troupe_stash(ctx);
+    if (rc < 0)
+      troupe_log(ctx, TROUPE_LOG_WARN, "%s: command %s dropped: %s", d->pid,
+                 m->type->manifest, troupe_strerror(rc));
+    return 0;
+  }
+  d->sender = m->sender;
+  d->in_command = true;
+  int rc = d->def->command(d, d->state, m);
+  d->in_command = false;
+  if (rc < 0 || rc == TROUPE_UNHANDLED) {
+    free_pending(d);
+    drop_replies(d);
+    if (rc == TROUPE_UNHANDLED) troupe_unstash(ctx, 1);
+    return rc;
+  }
+  if (!d->pending) {
+    send_replies(d);
+    troupe_unstash(ctx, 1);
+    return 0;
+  }
+  /* write the new state */
+  troupe_buf buf;
+  troupe_buf_init(&buf);
+  const troupe_type *stt = d->def->state_type;
+  rc = troupe_encode(stt, d->pending, &buf, NULL);
+  rd_ctx *r = rc == 0 ? calloc(1, sizeof *r) : NULL;
+  if (rc == 0 && !r) rc = TROUPE_ENOMEM;
+  if (rc == 0) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    troupe_state_record rec = {
+      .persistence_id = d->pid,
+      .timestamp_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000,
+      .manifest = stt->manifest, .version = stt->version,
+      .value = buf.data, .value_len = buf.len};
+    r->self = d->self;
+    rc = troupe_state_upsert(d->p->states, &rec, d->revision,
+                             on_state_upserted, r);
+    if (rc < 0) free(r);
+  }
+  troupe_buf_free(&buf);
+  if (rc < 0) {
+    troupe_log(ctx, TROUPE_LOG_WARN, "%s: state not stored: %s (%s)", d->pid,
+               troupe_strerror(rc), troupe_errmsg());
+    free_pending(d);
+    drop_replies(d);
+    troupe_unstash(ctx, 1);
+    return 0;
+  }
+  d->writing = true;
+  return 0;
+}
+
+static void durable_post_stop(troupe_ctx *ctx, void *st) {
+  troupe_durable *d = st;
+  d->ctx = ctx;
+  durable_cleanup(d);
+}
+
+static void durable_pre_restart(troupe_ctx *ctx, void *st, int err) {
+  troupe_durable *d = st;
+  d->ctx = ctx;
+  durable_cleanup(d);
+}
+
+static const troupe_behavior durable_behavior = {
+  .name = "durable",
+  .state_size = sizeof(troupe_durable),
+  .init = durable_init,
+  .receive = durable_receive,
+  .post_stop = durable_post_stop,
+  .pre_restart = durable_pre_restart,
+  .stash_capacity = UINT32_MAX,
+};
+
+int troupe_durable_spawn(troupe_system *sys, troupe_ctx *ctx,
+                         troupe_persistence *p, const troupe_durable_def *def,
+                         const char *entity_id, troupe_ref *out) {
+  if (!out || !p || !def || !entity_id || (!sys && !ctx))
+    return troupe__err(TROUPE_EINVAL, "troupe_durable_spawn: NULL argument");
+  *out = TROUPE_REF_NONE;
+  if (!def->type_name || !*def->type_name || !def->state_type ||
+      !def->command)
+    return troupe__err(TROUPE_EINVAL, "troupe_durable_spawn: the definition "
+                       "needs type_name, state_type and command");
+  if (!p->states)
+    return troupe__err(TROUPE_ESTATE, "troupe_durable_spawn: no state store "
+                       "(troupe_persistence_set_state_store)");
+  size_t idl = strlen(entity_id);
+  if (idl == 0 || idl > ENTITY_ID_MAX)
+    return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
+                       ENTITY_ID_MAX);
+  int rc = troupe_type_prepare(def->state_type);
+  if (rc < 0) return rc;
+  rc = troupe_type_prepare(&T_EMSG);
+  if (rc < 0) return rc;
+  char pid[ENTITY_ID_MAX + 260];
+  snprintf(pid, sizeof pid, "%s|%s", def->type_name, entity_id);
+  if (live_add(p, pid) == TROUPE_EBUSY)
+    return troupe__err(TROUPE_EBUSY, "entity %s is already live", pid);
+  live_del(p, pid);
+  dspawn_arg sa;
+  memset(&sa, 0, sizeof sa);
+  sa.p = p;
+  sa.def = def;
+  memcpy(sa.id, entity_id, idl);
+  troupe_spawn_opts so = {.name = valid_actor_name(entity_id) ? entity_id : NULL,
+                          .arg = &sa, .arg_size = sizeof sa};
+  if (ctx) return troupe_spawn(ctx, &durable_behavior, &so, out);
+  return troupe_system_spawn(sys, &durable_behavior, &so, out);
+}
+
+int troupe_durable_persist(troupe_durable *d, const void *new_state) {
+  if (!d || !new_state)
+    return troupe__err(TROUPE_EINVAL, "troupe_durable_persist: NULL");
+  if (!d->in_command || d->pending)
+    return troupe__err(TROUPE_ESTATE, "persist once, inside a command");
+  const troupe_type *st = d->def->state_type;
+  void *v = malloc(st->size ? st->size : 1);
+  if (!v) return troupe__err(TROUPE_ENOMEM, "durable persist");
+  int rc = troupe_value_copy(st, v, new_state);
+  if (rc < 0) {
+    free(v);
+    return rc;
+  }
+  d->pending = v;
+  return 0;
+}
+
+int troupe_durable_reply(troupe_durable *d, const troupe_type *type,
+                         const void *value) {
+  if (!d || !type)
+    return troupe__err(TROUPE_EINVAL, "troupe_durable_reply: NULL");
+  if (!d->in_command) return troupe_tell(d->sender, type, value, d->self);
+  if (d->nreplies == d->creplies) {
+    size_t nc = d->creplies ? d->creplies * 2 : 2;
+    dreply *n = realloc(d->replies, nc * sizeof *n);
+    if (!n) return troupe__err(TROUPE_ENOMEM, "reply");
+    d->replies = n;
+    d->creplies = nc;
+  }
+  void *v = malloc(type->size ? type->size : 1);
+  if (!v) return troupe__err(TROUPE_ENOMEM, "reply");
+  int rc = type->size ? troupe_value_copy(type, v, value) : 0;
+  if (rc < 0) {
+    free(v);
+    return rc;
+  }
+  d->replies[d->nreplies].type = type;
+  d->replies[d->nreplies].value = v;
+  d->nreplies++;
+  return 0;
+}
+
+troupe_ctx *troupe_durable_ctx(troupe_durable *d) { return d ? d->ctx : NULL; }
+const char *troupe_durable_id(const troupe_durable *d) {
+  return d ? d->id : "";
+}
+uint64_t troupe_durable_revision(const troupe_durable *d) {
+  return d ? d->revision : 0;
+}

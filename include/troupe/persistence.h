@@ -41,8 +41,9 @@ extern "C" {
 typedef struct troupe_persistence troupe_persistence;
 
 /*
- * Bind a journal and (optionally, NULL for none) a snapshot store. The
- * stores are not owned: close them after troupe_persistence_destroy().
+ * Bind a journal (NULL: only durable-state entities will be started) and
+ * optionally (NULL for none) a snapshot store. The stores are not owned:
+ * close them after troupe_persistence_destroy().
  * Any thread. Errors: TROUPE_EINVAL, TROUPE_ENOMEM.
  */
 TROUPE_EXTERN int troupe_persistence_create(troupe_persistence **out,
@@ -130,6 +131,54 @@ TROUPE_EXTERN const char *troupe_entity_id(const troupe_entity *e);
 TROUPE_EXTERN const char *troupe_entity_persistence_id(const troupe_entity *e);
 /* Sequence number of the last applied event. */
 TROUPE_EXTERN uint64_t troupe_entity_seq(const troupe_entity *e);
+
+/* ------------------------------------------------------------------ */
+/* Durable-state entities                                              */
+/*
+ * The simpler alternative to event sourcing: the state is stored whole in
+ * a durable-state store, one record per id with a revision. A command
+ * handler may replace the state (troupe_durable_persist); the record is
+ * upserted with the expected revision, and once stored the new state is
+ * the entity's and its replies go out. Commands wait while a write is in
+ * flight. A conflict (another writer) or a storage error fails the entity
+ * (its supervisor decides; a restart reloads the record).
+ */
+
+/* Use `store` for durable-state entities started with p. Not owned. */
+TROUPE_EXTERN int troupe_persistence_set_state_store(troupe_persistence *p,
+                                                     troupe_state_store *store);
+
+typedef struct troupe_durable troupe_durable;
+
+typedef struct troupe_durable_def {
+  const char *type_name;          /* persistence id = type_name "|" id */
+  const troupe_type *state_type;  /* described: it is stored */
+  void (*init_state)(void *state, const char *entity_id);
+  int (*command)(troupe_durable *d, const void *state, const troupe_msg *cmd);
+  void (*on_recovered)(troupe_durable *d, const void *state,
+                       uint64_t revision);
+  void (*on_recovery_failed)(troupe_durable *d, int error);
+  uint32_t stash_capacity;        /* commands held; 0: 100000 */
+} troupe_durable_def;
+
+/* Start a durable-state entity (as troupe_entity_spawn). Errors also
+ * TROUPE_ESTATE when p has no state store. */
+TROUPE_EXTERN int troupe_durable_spawn(troupe_system *sys, troupe_ctx *ctx,
+                                       troupe_persistence *p,
+                                       const troupe_durable_def *def,
+                                       const char *entity_id, troupe_ref *out);
+/* Replace the state with *new_state (copied) once stored. Once per
+ * command. Errors: TROUPE_ESTATE outside a command or twice. */
+TROUPE_EXTERN int troupe_durable_persist(troupe_durable *d,
+                                         const void *new_state);
+/* Reply to the command's sender after the write (at once without one). */
+TROUPE_EXTERN int troupe_durable_reply(troupe_durable *d,
+                                       const troupe_type *type,
+                                       const void *value);
+TROUPE_EXTERN troupe_ctx *troupe_durable_ctx(troupe_durable *d);
+TROUPE_EXTERN const char *troupe_durable_id(const troupe_durable *d);
+/* Revision of the stored state (0: never stored). */
+TROUPE_EXTERN uint64_t troupe_durable_revision(const troupe_durable *d);
 
 #ifdef __cplusplus
 }

@@ -462,7 +462,12 @@ static int decode_apply(troupe_entity *e, resolve_cache *rcache,
   uint8_t stackbuf[256];
   void *v = t->size <= sizeof stackbuf ? stackbuf : malloc(t->size);
   if (!v) return TROUPE_ENOMEM;
-  rc = troupe_decode_as(manifest, version, payload, len, t, v, NULL);
+  /* resolved to itself: no upcaster starts there, decode directly (no
+   * registry lock per event) */
+  if (t->version == version && strcmp(t->manifest, manifest) == 0)
+    rc = troupe_decode(t, payload, len, v, NULL);
+  else
+    rc = troupe_decode_as(manifest, version, payload, len, t, v, NULL);
   if (rc < 0) {
     log_entity(e, TROUPE_LOG_ERROR,
                "recovery failed at seq %" PRIu64 ": event %s v%u does not "

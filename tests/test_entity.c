@@ -337,6 +337,39 @@ static void test_rejected_persist(void) {
   troupe_journal_close(j);
 }
 
+/* Old events are upcast at recovery: "bank.Credited" v1 was renamed to
+ * bank.Deposited (same field), and is replayed as such. */
+static void test_recovery_upcasts(void) {
+  TT_EQ_INT(acct_register_types(), 0);
+  int rc = troupe_upcaster_register("bank.Credited", 1, &T_DEPOSITED, NULL,
+                                    NULL);
+  TT_ASSERT(rc == 0 || rc == TROUPE_EEXIST);
+  troupe_store_options so;
+  troupe_store_options_init(&so);
+  troupe_journal *j;
+  TT_EQ_INT(troupe_journal_open("memory:upcast", &so, &j), 0);
+  uint8_t good[] = {0xa1, 0x66, 'a', 'm', 'o', 'u', 'n', 't', 0x05};
+  troupe_event ev[2] = {
+    {.persistence_id = "account|old", .seq = 1, .manifest = "bank.Credited",
+     .version = 1, .payload = good, .payload_len = sizeof good},
+    {.persistence_id = "account|old", .seq = 2, .manifest = "bank.Deposited",
+     .version = 1, .payload = good, .payload_len = sizeof good}};
+  TT_EQ_INT(troupe_journal_append_sync(j, "account|old", 0, ev, 2, NULL), 0);
+  troupe_persistence *p;
+  TT_EQ_INT(troupe_persistence_create(&p, j, NULL), 0);
+  troupe_system *sys = new_system("upcast");
+  troupe_ref a;
+  TT_EQ_INT(troupe_entity_spawn(sys, NULL, p, &acct_def, "old", &a), 0);
+  TT_EQ_INT(troupe_system_start(sys), 0);
+  balance_msg b;
+  TT_EQ_INT(ask_balance(sys, a, &C_GET, 0, &b), 0);
+  TT_EQ_INT(b.balance, 10);
+  TT_EQ_INT(b.seq, 2);
+  troupe_system_destroy(sys);
+  troupe_persistence_destroy(p);
+  troupe_journal_close(j);
+}
+
 /* --- durable-state entities --------------------------------------------- */
 
 static int durable_cmd(troupe_durable *d, const void *st, const troupe_msg *m) {
@@ -445,6 +478,7 @@ int main(int argc, char **argv) {
   TT_RUN(test_write_conflict_recovers);
   TT_RUN(test_rejected_persist);
   TT_RUN(test_durable_state_entity);
+  TT_RUN(test_recovery_upcasts);
   char cmd[300];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
   if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");

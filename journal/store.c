@@ -85,14 +85,17 @@ static int parse_spec(const char *spec, const jnl_backend_vt **vt,
     (*key)[8 + n] = 0;
     return 0;
   }
-  if (strncmp(spec, "postgresql:", 11) == 0 ||
-      strncmp(spec, "postgres:", 9) == 0)
-    return troupe__err(TROUPE_EUNSUPPORTED,
-                       "spec \"%s\": the PostgreSQL backend is not built in",
-                       spec);
+  /* PostgreSQL: a libpq URI as is, or "pg:" + a key=value string */
+  if (strncmp(spec, "postgresql://", 13) == 0 ||
+      strncmp(spec, "postgres://", 11) == 0 || strncmp(spec, "pg:", 3) == 0) {
+    *vt = &jnl_pg_backend;
+    *path = spec[0] == 'p' && spec[1] == 'g' && spec[2] == ':' ? spec + 3 : spec;
+    if (!(*key = strdup(spec))) return TROUPE_ENOMEM;
+    return 0;
+  }
   return troupe__err(TROUPE_EINVAL,
-                     "spec \"%s\": expected memory:[NAME] or rocksdb:DIR",
-                     spec);
+                     "spec \"%s\": expected memory:[NAME], rocksdb:DIR, "
+                     "postgresql://URI or pg:CONNINFO", spec);
 }
 
 int jnl_handle_open(jnl_handle *h, const char *spec,

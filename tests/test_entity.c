@@ -140,6 +140,24 @@ static void test_rocksdb_recovery(void) {
   account_life(spec, spec, &def, 294, 1, 35);
 }
 
+/* The same lives on PostgreSQL, when a server is given. */
+static void test_postgres_recovery(void) {
+  const char *url = getenv("TROUPE_PG_URL");
+  if (!url || !*url) TT_SKIP("TROUPE_PG_URL is not set");
+  TT_EQ_INT(acct_register_types(), 0);
+  char spec[1200];
+  snprintf(spec, sizeof spec, "pg:%s schema=troupe_entity_%d", url,
+           (int)getpid());
+  troupe_entity_def def = acct_def;
+  account_life(spec, NULL, &def, 0, 20, 0);
+  account_life(spec, NULL, &def, 210, 3, 20);
+  def.snapshot_every = 5;
+  def.snapshot_keep = 1;
+  def.delete_events = true;
+  account_life(spec, spec, &def, 216, 12, 23);
+  account_life(spec, spec, &def, 294, 1, 35);
+}
+
 /* Many commands without waiting: stashed while persisting, in order. */
 static void test_stash_while_persisting(void) {
   TT_EQ_INT(acct_register_types(), 0);
@@ -472,6 +490,7 @@ int main(int argc, char **argv) {
   if (!mkdtemp(tmpdir)) return 1;
   TT_RUN(test_memory_recovery);
   TT_RUN(test_rocksdb_recovery);
+  TT_RUN(test_postgres_recovery);
   TT_RUN(test_stash_while_persisting);
   TT_RUN(test_single_writer);
   TT_RUN(test_corrupt_event);

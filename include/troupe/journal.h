@@ -15,6 +15,9 @@
  *   "memory:NAME"         a named in-memory store, shared by every handle
  *                         opened on the same name while one is open
  *   "rocksdb:/path/dir"   an embedded RocksDB database in that directory
+ *   "postgresql://..."    a PostgreSQL database (a libpq URI; also
+ *   "pg:KEY=VALUE ..."    a libpq key=value string); `schema=NAME` picks
+ *                         the schema (default "troupe"); see docs/journal.md
  *
  * Opening the journal, the snapshot store (troupe/snapshot.h) and the
  * durable-state store (troupe/state.h) on the same spec in one process

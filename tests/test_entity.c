@@ -125,22 +125,27 @@ static void test_memory_recovery(void) {
   troupe_journal_close(keep);
 }
 
-static void test_rocksdb_recovery(void) {
-  TT_EQ_INT(acct_register_types(), 0);
-  char spec[400];
-  snprintf(spec, sizeof spec, "rocksdb:%s/bank", tmpdir);
+/* Four lives of one account on one store: plain recovery, then with
+ * snapshots (journal and snapshots in one database) and event deletion. */
+static void four_lives(const char *spec) {
   troupe_entity_def def = acct_def;
   account_life(spec, NULL, &def, 0, 20, 0);
   account_life(spec, NULL, &def, 210, 3, 20);
   def.snapshot_every = 5;
   def.snapshot_keep = 1;
   def.delete_events = true;
-  /* journal and snapshots in one RocksDB database */
   account_life(spec, spec, &def, 216, 12, 23);
   account_life(spec, spec, &def, 294, 1, 35);
 }
 
-/* The same lives on PostgreSQL, when a server is given. */
+static void test_rocksdb_recovery(void) {
+  TT_EQ_INT(acct_register_types(), 0);
+  char spec[400];
+  snprintf(spec, sizeof spec, "rocksdb:%s/bank", tmpdir);
+  four_lives(spec);
+}
+
+/* The same on PostgreSQL, when a server is given. */
 static void test_postgres_recovery(void) {
   const char *url = getenv("TROUPE_PG_URL");
   if (!url || !*url) TT_SKIP("TROUPE_PG_URL is not set");
@@ -148,14 +153,7 @@ static void test_postgres_recovery(void) {
   char spec[1200];
   snprintf(spec, sizeof spec, "pg:%s schema=troupe_entity_%d", url,
            (int)getpid());
-  troupe_entity_def def = acct_def;
-  account_life(spec, NULL, &def, 0, 20, 0);
-  account_life(spec, NULL, &def, 210, 3, 20);
-  def.snapshot_every = 5;
-  def.snapshot_keep = 1;
-  def.delete_events = true;
-  account_life(spec, spec, &def, 216, 12, 23);
-  account_life(spec, spec, &def, 294, 1, 35);
+  four_lives(spec);
 }
 
 /* Many commands without waiting: stashed while persisting, in order. */

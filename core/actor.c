@@ -109,7 +109,7 @@ void troupe__uidset_free(troupe__uidset *s) {
 /* ------------------------------------------------------------------ */
 /* Names */
 
-static bool valid_actor_name(const char *n, size_t len) {
+bool troupe__valid_actor_name(const char *n, size_t len) {
   if (len == 0 || len > 255 || n[0] == '$') return false;
   for (size_t i = 0; i < len; i++) {
     unsigned char ch = (unsigned char)n[i];
@@ -148,7 +148,7 @@ int troupe__spawn(troupe_system *sys, troupe__cell *parent,
   const char *name = opts ? opts->name : NULL;
   size_t nlen = name ? strlen(name) : 0;
   if (name && !(extra_flags & TROUPE__CF_GUARDIAN) &&
-      !valid_actor_name(name, nlen))
+      !troupe__valid_actor_name(name, nlen))
     return troupe__err(TROUPE_EINVAL, "spawn: invalid actor name \"%s\"",
                        name);
   if (name && parent && troupe__names_get(&sys->names, parent, name, nlen))

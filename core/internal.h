@@ -292,6 +292,8 @@ void troupe__cell_stop(troupe__cell *c);
 void troupe__handle_sys(troupe_system *sys, troupe__env *e);
 void troupe__fail(troupe__cell *c, int error);
 int troupe__cell_name(const troupe__cell *c, char *buf, size_t size);
+/* May this be an actor's name (a path element)? */
+bool troupe__valid_actor_name(const char *name, size_t len);
 static inline troupe_ref troupe__ref_of(const troupe__cell *c) {
   troupe_ref r = {c->sys->node, c->uid};
   return r;

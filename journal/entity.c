@@ -86,6 +86,36 @@ static int live_add(troupe_persistence *p, const char *pid) {
   return 0;
 }
 
+static bool live_has(troupe_persistence *p, const char *pid) {
+  bool found = false;
+  pthread_mutex_lock(&p->lock);
+  if (p->cap) {
+    size_t j = hash_str(pid) & (p->cap - 1);
+    while (p->live[j] && !found) {
+      found = p->live[j] != TOMB && strcmp(p->live[j], pid) == 0;
+      j = (j + 1) & (p->cap - 1);
+    }
+  }
+  pthread_mutex_unlock(&p->lock);
+  return found;
+}
+
+/* Build "type|id" and claim it as this process's single writer. */
+static int claim_pid(troupe_persistence *p, const char *type_name,
+                     const char *id, char **out) {
+  size_t n = strlen(type_name) + 1 + strlen(id) + 1;
+  char *pid = malloc(n);
+  if (!pid) return TROUPE_ENOMEM;
+  snprintf(pid, n, "%s|%s", type_name, id);
+  int rc = live_add(p, pid);
+  if (rc < 0) {
+    free(pid);
+    return rc;
+  }
+  *out = pid;
+  return 0;
+}
+
 static void live_del(troupe_persistence *p, const char *pid) {
   pthread_mutex_lock(&p->lock);
   if (p->cap) {
@@ -220,9 +250,11 @@ typedef struct batch {
 
 enum { PH_RECOVERING = 0, PH_RUNNING, PH_FAILED };
 
+/* The spawn argument of both kinds of entities (copied by the runtime and
+ * kept for restarts). */
 typedef struct spawn_arg {
   troupe_persistence *p;
-  const troupe_entity_def *def;
+  const void *def;        /* troupe_entity_def or troupe_durable_def */
   char id[ENTITY_ID_MAX + 1];
 } spawn_arg;
 
@@ -833,17 +865,11 @@ static int entity_init(troupe_ctx *ctx, void *st, const void *arg) {
   e->def = sa->def;
   e->self = troupe_self(ctx);
   snprintf(e->id, sizeof e->id, "%s", sa->id);
-  size_t n = strlen(e->def->type_name) + 1 + strlen(e->id) + 1;
-  e->pid = malloc(n);
-  if (!e->pid) return TROUPE_ENOMEM;
-  snprintf(e->pid, n, "%s|%s", e->def->type_name, e->id);
-  int rc = live_add(e->p, e->pid);
+  int rc = claim_pid(e->p, e->def->type_name, e->id, &e->pid);
   if (rc < 0) {
-    troupe_log(ctx, TROUPE_LOG_ERROR, "%s: %s", e->pid,
+    troupe_log(ctx, TROUPE_LOG_ERROR, "%s|%s: %s", e->def->type_name, e->id,
                rc == TROUPE_EBUSY ? "already live in this process (single "
                                     "writer)" : troupe_strerror(rc));
-    free(e->pid);
-    e->pid = NULL;
     return rc;
   }
   e->registered = true;
@@ -952,15 +978,36 @@ static const troupe_behavior entity_behavior = {
   .stash_capacity = UINT32_MAX,   /* the definition's cap applies */
 };
 
-static bool valid_actor_name(const char *n) {
-  if (!*n || n[0] == '$' || strlen(n) > 255) return false;
-  for (; *n; n++) {
-    unsigned char c = (unsigned char)*n;
-    if (c <= ' ' || c == '/' || c == '#' || c == '?' || c == '*' ||
-        c == '@' || c == ':' || c >= 0x7f)
-      return false;
-  }
-  return true;
+/* What both kinds of entities check before spawning: the id, the state
+ * type, and that the persistence id is not live already (the init claims
+ * it for real; this gives the caller the error at once). */
+static int spawn_persistent(troupe_system *sys, troupe_ctx *ctx,
+                            troupe_persistence *p, const troupe_behavior *b,
+                            const void *def, const char *type_name,
+                            const troupe_type *state_type,
+                            const char *entity_id, troupe_ref *out) {
+  size_t idl = strlen(entity_id);
+  if (idl == 0 || idl > ENTITY_ID_MAX)
+    return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
+                       ENTITY_ID_MAX);
+  int rc = troupe_type_prepare(state_type);
+  if (rc < 0) return rc;
+  rc = troupe_type_prepare(&T_EMSG);
+  if (rc < 0) return rc;
+  char pid[ENTITY_ID_MAX + 260];
+  snprintf(pid, sizeof pid, "%s|%s", type_name, entity_id);
+  if (live_has(p, pid))
+    return troupe__err(TROUPE_EBUSY, "entity %s is already live", pid);
+  spawn_arg sa;
+  memset(&sa, 0, sizeof sa);
+  sa.p = p;
+  sa.def = def;
+  memcpy(sa.id, entity_id, idl);
+  troupe_spawn_opts so = {
+    .name = troupe__valid_actor_name(entity_id, idl) ? entity_id : NULL,
+    .arg = &sa, .arg_size = sizeof sa};
+  if (ctx) return troupe_spawn(ctx, b, &so, out);
+  return troupe_system_spawn(sys, b, &so, out);
 }
 
 int troupe_entity_spawn(troupe_system *sys, troupe_ctx *ctx,
@@ -975,31 +1022,8 @@ int troupe_entity_spawn(troupe_system *sys, troupe_ctx *ctx,
                        "needs type_name, state_type, command and apply");
   if (!p->journal)
     return troupe__err(TROUPE_ESTATE, "troupe_entity_spawn: no journal");
-  size_t idl = strlen(entity_id);
-  if (idl == 0 || idl > ENTITY_ID_MAX)
-    return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
-                       ENTITY_ID_MAX);
-  int rc = troupe_type_prepare(def->state_type);
-  if (rc < 0) return rc;
-  rc = troupe_type_prepare(&T_EMSG);
-  if (rc < 0) return rc;
-  /* refuse a second live writer before spawning */
-  char pid[ENTITY_ID_MAX + 260];
-  snprintf(pid, sizeof pid, "%s|%s", def->type_name, entity_id);
-  if (live_add(p, pid) == TROUPE_EBUSY)
-    return troupe__err(TROUPE_EBUSY, "entity %s is already live", pid);
-  live_del(p, pid);
-  spawn_arg sa;
-  memset(&sa, 0, sizeof sa);
-  sa.p = p;
-  sa.def = def;
-  memcpy(sa.id, entity_id, idl);
-  troupe_behavior *b = (troupe_behavior *)&entity_behavior;
-  troupe_spawn_opts so = {.name = valid_actor_name(entity_id) ? entity_id : NULL,
-                          .arg = &sa, .arg_size = sizeof sa};
-  (void)b;
-  if (ctx) return troupe_spawn(ctx, &entity_behavior, &so, out);
-  return troupe_system_spawn(sys, &entity_behavior, &so, out);
+  return spawn_persistent(sys, ctx, p, &entity_behavior, def, def->type_name,
+                          def->state_type, entity_id, out);
 }
 
 /* ---- the handle ---------------------------------------------------------- */
@@ -1114,12 +1138,6 @@ typedef struct dreply {
   void *value;
 } dreply;
 
-typedef struct dspawn_arg {
-  troupe_persistence *p;
-  const troupe_durable_def *def;
-  char id[ENTITY_ID_MAX + 1];
-} dspawn_arg;
-
 struct troupe_durable {
   troupe_ctx *ctx;
   troupe_persistence *p;
@@ -1221,21 +1239,18 @@ static void send_replies(troupe_durable *d) {
 
 static int durable_init(troupe_ctx *ctx, void *st, const void *arg) {
   troupe_durable *d = st;
-  const dspawn_arg *sa = arg;
+  const spawn_arg *sa = arg;
   memset(d, 0, sizeof *d);
   d->ctx = ctx;
   d->p = sa->p;
   d->def = sa->def;
   d->self = troupe_self(ctx);
   snprintf(d->id, sizeof d->id, "%s", sa->id);
-  size_t n = strlen(d->def->type_name) + 1 + strlen(d->id) + 1;
-  d->pid = malloc(n);
-  if (!d->pid) return TROUPE_ENOMEM;
-  snprintf(d->pid, n, "%s|%s", d->def->type_name, d->id);
-  int rc = live_add(d->p, d->pid);
+  int rc = claim_pid(d->p, d->def->type_name, d->id, &d->pid);
   if (rc < 0) {
-    free(d->pid);
-    d->pid = NULL;
+    troupe_log(ctx, TROUPE_LOG_ERROR, "%s|%s: %s", d->def->type_name, d->id,
+               rc == TROUPE_EBUSY ? "already live in this process (single "
+                                    "writer)" : troupe_strerror(rc));
     return rc;
   }
   d->registered = true;
@@ -1415,28 +1430,8 @@ int troupe_durable_spawn(troupe_system *sys, troupe_ctx *ctx,
   if (!p->states)
     return troupe__err(TROUPE_ESTATE, "troupe_durable_spawn: no state store "
                        "(troupe_persistence_set_state_store)");
-  size_t idl = strlen(entity_id);
-  if (idl == 0 || idl > ENTITY_ID_MAX)
-    return troupe__err(TROUPE_EINVAL, "entity id must be 1-%d bytes",
-                       ENTITY_ID_MAX);
-  int rc = troupe_type_prepare(def->state_type);
-  if (rc < 0) return rc;
-  rc = troupe_type_prepare(&T_EMSG);
-  if (rc < 0) return rc;
-  char pid[ENTITY_ID_MAX + 260];
-  snprintf(pid, sizeof pid, "%s|%s", def->type_name, entity_id);
-  if (live_add(p, pid) == TROUPE_EBUSY)
-    return troupe__err(TROUPE_EBUSY, "entity %s is already live", pid);
-  live_del(p, pid);
-  dspawn_arg sa;
-  memset(&sa, 0, sizeof sa);
-  sa.p = p;
-  sa.def = def;
-  memcpy(sa.id, entity_id, idl);
-  troupe_spawn_opts so = {.name = valid_actor_name(entity_id) ? entity_id : NULL,
-                          .arg = &sa, .arg_size = sizeof sa};
-  if (ctx) return troupe_spawn(ctx, &durable_behavior, &so, out);
-  return troupe_system_spawn(sys, &durable_behavior, &so, out);
+  return spawn_persistent(sys, ctx, p, &durable_behavior, def, def->type_name,
+                          def->state_type, entity_id, out);
 }
 
 int troupe_durable_persist(troupe_durable *d, const void *new_state) {

@@ -41,6 +41,7 @@ enum jnl_op_kind {
   JNL_OP_HIGHEST,
   JNL_OP_REPLAY,
   JNL_OP_BY_TAG,
+  JNL_OP_BY_SLICE,       /* a = after offset, b = max, c = lo<<32|hi */
   JNL_OP_LIST_IDS,
   JNL_OP_SNAP_LOAD,
   JNL_OP_STATE_GET,
@@ -91,6 +92,12 @@ typedef struct jnl_backend_vt {
   void (*submit)(jnl_store *s, jnl_op *op);
   /* Every handle is closed and every op completed: stop threads, free. */
   void (*close)(jnl_store *s);
+  /* Schema version of the store at `path` (no changes); see
+   * troupe_store_schema. NULL: the backend has no stored schema. */
+  int (*schema)(const char *path, troupe_schema_status *out);
+  /* See troupe_store_migrate. NULL: nothing to migrate. */
+  int (*migrate)(const char *path, int dry_run, troupe_migrate_cb cb,
+                 void *data);
 } jnl_backend_vt;
 
 typedef struct troupe_journal_sub jnl_sub;
@@ -270,6 +277,10 @@ typedef struct jnl_hmap {
   size_t cap, n;
 } jnl_hmap;
 uint64_t jnl_hash(const char *k, size_t len);
+/* The slice of a persistence id (stored by backends: never change). */
+static inline uint32_t jnl_slice(const char *k, size_t len) {
+  return (uint32_t)(jnl_hash(k, len) & (TROUPE_JOURNAL_SLICES - 1));
+}
 void *jnl_hmap_get(const jnl_hmap *m, const char *k, size_t len,
                        uint64_t h);
 int jnl_hmap_put(jnl_hmap *m, const char *k, size_t len, uint64_t h,

@@ -169,6 +169,31 @@ int troupe_journal_by_tag(troupe_journal *j, const char *tag,
                 data);
 }
 
+int troupe_journal_slice_of(const char *persistence_id) {
+  if (!persistence_id || !*persistence_id)
+    return troupe__err(TROUPE_EINVAL, "slice_of: NULL or empty id");
+  return (int)jnl_slice(persistence_id, strlen(persistence_id));
+}
+
+int troupe_journal_by_slice(troupe_journal *j, unsigned slice_lo,
+                            unsigned slice_hi, uint64_t after_offset,
+                            uint64_t max, troupe_journal_events_cb cb,
+                            void *data) {
+  if (!j || !cb) return troupe__err(TROUPE_EINVAL, "by_slice: NULL argument");
+  if (slice_lo > slice_hi || slice_hi >= TROUPE_JOURNAL_SLICES)
+    return troupe__err(TROUPE_EINVAL,
+                       "by_slice: slice range %u..%u not within 0..%u",
+                       slice_lo, slice_hi, TROUPE_JOURNAL_SLICES - 1);
+  jnl_op *op = jnl_op_new(&j->h, JNL_OP_BY_SLICE, "", 0, 0);
+  if (!op) return troupe__err(TROUPE_ENOMEM, "operation");
+  op->a = after_offset;
+  op->b = max;
+  op->c = (uint64_t)slice_lo << 32 | slice_hi;
+  op->cb = (void *)cb;
+  op->data = data;
+  return jnl_op_submit(op);
+}
+
 int troupe_journal_list_ids(troupe_journal *j, const char *after, size_t max,
                             troupe_journal_ids_cb cb, void *data) {
   if (!j || !cb) return troupe__err(TROUPE_EINVAL, "list_ids: NULL argument");
@@ -278,6 +303,27 @@ int troupe_journal_by_tag_sync(troupe_journal *j, const char *tag,
   w.ucb = (void *)cb;
   w.udata = data;
   rc = troupe_journal_by_tag(j, tag, after_offset, max, sync_events_cb, &w);
+  if (rc < 0) {
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
+    return rc;
+  }
+  return jnl_waiter_wait(&w);
+}
+
+int troupe_journal_by_slice_sync(troupe_journal *j, unsigned slice_lo,
+                                 unsigned slice_hi, uint64_t after_offset,
+                                 uint64_t max, troupe_journal_events_cb cb,
+                                 void *data) {
+  int rc = jnl_sync_allowed();
+  if (rc < 0) return rc;
+  if (!cb) return troupe__err(TROUPE_EINVAL, "by_slice: callback is NULL");
+  jnl_waiter w;
+  jnl_waiter_init(&w);
+  w.ucb = (void *)cb;
+  w.udata = data;
+  rc = troupe_journal_by_slice(j, slice_lo, slice_hi, after_offset, max,
+                               sync_events_cb, &w);
   if (rc < 0) {
     pthread_mutex_destroy(&w.mu);
     pthread_cond_destroy(&w.cv);

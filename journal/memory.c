@@ -368,6 +368,9 @@ static void execute(mem_store *m, jnl_op *op) {
   case JNL_OP_APPEND: do_append(m, op); break;
   case JNL_OP_REPLAY: do_replay(m, op); break;
   case JNL_OP_BY_TAG: do_by_tag(m, op); break;
+  case JNL_OP_BY_SLICE:
+    jnl_op_fail(op, TROUPE_EUNSUPPORTED, "by_slice: not yet in memory");
+    break;
   case JNL_OP_LIST_IDS: do_list_ids(m, op); break;
   case JNL_OP_DELETE: do_delete(m, op); break;
   case JNL_OP_HIGHEST: {
@@ -476,4 +479,4 @@ static void mem_close(jnl_store *s) {
 }
 
 const jnl_backend_vt jnl_memory_backend = {
-    "memory", mem_open, mem_submit, mem_close};
+    "memory", mem_open, mem_submit, mem_close, NULL, NULL};

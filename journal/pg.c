@@ -672,6 +672,9 @@ static void do_read(pg_store *s, jnl_op *op) {
     case JNL_OP_HIGHEST: r_highest(s, op, &p); break;
     case JNL_OP_REPLAY:
     case JNL_OP_BY_TAG: r_events(s, op, &p); break;
+    case JNL_OP_BY_SLICE:
+      jnl_op_fail(op, TROUPE_EUNSUPPORTED, "by_slice: not yet on PostgreSQL");
+      break;
     case JNL_OP_LIST_IDS: r_list_ids(s, op, &p); break;
     case JNL_OP_SNAP_LOAD: r_snap_load(s, op, &p); break;
     case JNL_OP_STATE_GET: r_state_get(s, op, &p); break;
@@ -819,7 +822,7 @@ static int add_event_rows(pg_store *s, jnl_op *op, pg_ins *b,
                           uint64_t first_off, int *nstmt) {
   const uint8_t *q = op->buf;
   pg_params *p = &b->p;
-  int32_t slice = (int32_t)(jnl_hash(op->pid, op->pid_len) & 1023);
+  int32_t slice = (int32_t)jnl_slice(op->pid, op->pid_len);
   for (size_t i = 0; i < op->n; i++) {
     if (b->rows == 0) {
       if (!b->sql) {
@@ -1352,4 +1355,4 @@ static void pg_close(jnl_store *st) {
 }
 
 const jnl_backend_vt jnl_pg_backend = {"postgresql", pg_open, pg_submit,
-                                       pg_close};
+                                       pg_close, NULL, NULL};

@@ -921,6 +921,9 @@ static void *reader_main(void *arg) {
     case JNL_OP_HIGHEST: r_highest(r, op); break;
     case JNL_OP_REPLAY: r_replay(r, rd, op); break;
     case JNL_OP_BY_TAG: r_by_tag(r, rd, op); break;
+    case JNL_OP_BY_SLICE:
+      jnl_op_fail(op, TROUPE_EUNSUPPORTED, "by_slice: not yet on RocksDB");
+      break;
     case JNL_OP_LIST_IDS: r_list_ids(r, op); break;
     case JNL_OP_SNAP_LOAD: r_snap_load(r, op); break;
     case JNL_OP_STATE_GET: r_state_get(r, op); break;
@@ -1180,4 +1183,4 @@ static void rdb_close(jnl_store *s) {
 }
 
 const jnl_backend_vt jnl_rocksdb_backend = {
-    "rocksdb", rdb_open, rdb_submit, rdb_close};
+    "rocksdb", rdb_open, rdb_submit, rdb_close, NULL, NULL};

@@ -150,6 +150,57 @@ int jnl_handle_open(jnl_handle *h, const char *spec,
   return 0;
 }
 
+/* --- schema versions ------------------------------------------------------ */
+
+/* Resolve `spec` for a schema call: its backend and path, refusing a store
+ * this process has open (a migration under a live store is unsafe). The
+ * caller frees *key. */
+static int schema_target(const char *spec, const jnl_backend_vt **vt,
+                         const char **path, char **key) {
+  if (!spec) return troupe__err(TROUPE_EINVAL, "spec is NULL");
+  int rc = parse_spec(spec, vt, path, key);
+  if (rc < 0) return rc;
+  int busy = 0;
+  pthread_mutex_lock(&reg_mu);
+  for (jnl_store *s = reg_head; s && *key; s = s->reg_next)
+    if (strcmp(s->key, *key) == 0) busy = 1;
+  pthread_mutex_unlock(&reg_mu);
+  if (busy) {
+    free(*key);
+    *key = NULL;
+    return troupe__err(TROUPE_EBUSY,
+                       "spec \"%s\": the store is open in this process", spec);
+  }
+  return 0;
+}
+
+int troupe_store_schema(const char *spec, troupe_schema_status *out) {
+  if (!out) return troupe__err(TROUPE_EINVAL, "schema: out is NULL");
+  memset(out, 0, sizeof *out);
+  const jnl_backend_vt *vt;
+  const char *path;
+  char *key = NULL;
+  int rc = schema_target(spec, &vt, &path, &key);
+  free(key);
+  if (rc < 0) return rc;
+  if (!vt->schema) {              /* nothing stored: always current */
+    out->found = out->supported = 1;
+    return 0;
+  }
+  return vt->schema(path, out);
+}
+
+int troupe_store_migrate(const char *spec, int dry_run, troupe_migrate_cb cb,
+                         void *data) {
+  const jnl_backend_vt *vt;
+  const char *path;
+  char *key = NULL;
+  int rc = schema_target(spec, &vt, &path, &key);
+  free(key);
+  if (rc < 0) return rc;
+  return vt->migrate ? vt->migrate(path, dry_run != 0, cb, data) : 0;
+}
+
 static void drop_subs(jnl_store *s, jnl_handle *h);
 
 int jnl_handle_close(jnl_handle *h) {
@@ -289,6 +340,7 @@ void jnl_op_complete(jnl_op *op) {
       break;
     case JNL_OP_REPLAY:
     case JNL_OP_BY_TAG:
+    case JNL_OP_BY_SLICE:
       if (st < 0 || !op->finished)
         ((troupe_journal_events_cb)op->cb)(st, NULL, 0, 1, op->data);
       break;

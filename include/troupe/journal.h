@@ -230,6 +230,33 @@ TROUPE_EXTERN int troupe_journal_by_tag(troupe_journal *j, const char *tag,
                                         troupe_journal_events_cb cb,
                                         void *data);
 
+/*
+ * Slices split the persistence ids into TROUPE_JOURNAL_SLICES fixed
+ * buckets by a stable hash of the id (FNV-1a; never changes, it is
+ * stored). Projections run N instances, each owning a slice range.
+ */
+#define TROUPE_JOURNAL_SLICES 1024u
+
+/* The slice (0..TROUPE_JOURNAL_SLICES-1) of a persistence id; any thread.
+ * Returns -1 (TROUPE_EINVAL) for NULL or an empty id. */
+TROUPE_EXTERN int troupe_journal_slice_of(const char *persistence_id);
+
+/*
+ * Events of every persistence id whose slice is in [slice_lo, slice_hi],
+ * with offset > after_offset, in offset order, at most `max` (0 = all
+ * currently stored), in pages. The same ordering guarantee as by_tag: a
+ * reader continuing from the last offset it saw never misses an event
+ * committed later. by_slice(0, TROUPE_JOURNAL_SLICES - 1, ...) reads the
+ * whole journal in offset order. Deleted events are not returned.
+ * Errors: TROUPE_EINVAL (NULL callback, slice_lo > slice_hi, slice_hi >=
+ * TROUPE_JOURNAL_SLICES), TROUPE_ECLOSED.
+ */
+TROUPE_EXTERN int troupe_journal_by_slice(troupe_journal *j, unsigned slice_lo,
+                                          unsigned slice_hi,
+                                          uint64_t after_offset, uint64_t max,
+                                          troupe_journal_events_cb cb,
+                                          void *data);
+
 /* A page of persistence ids (byte order), valid during the call only. */
 typedef void (*troupe_journal_ids_cb)(int status, const char *const *ids,
                                       size_t n, void *data);
@@ -303,6 +330,54 @@ TROUPE_EXTERN int troupe_journal_list_ids_sync(troupe_journal *j,
                                                const char *after, size_t max,
                                                troupe_journal_ids_cb cb,
                                                void *data);
+
+TROUPE_EXTERN int troupe_journal_by_slice_sync(troupe_journal *j,
+                                               unsigned slice_lo,
+                                               unsigned slice_hi,
+                                               uint64_t after_offset,
+                                               uint64_t max,
+                                               troupe_journal_events_cb cb,
+                                               void *data);
+
+/* --- Storage schema versions and migrations -------------------------------
+ *
+ * Every persistent store records the version of its storage schema
+ * (PostgreSQL: the troupe_schema_version table; RocksDB: the "format" key).
+ * Opening a store whose version differs from the library's fails with
+ * TROUPE_ESCHEMA; migrations are explicit (the `troupe journal migrate`
+ * command calls troupe_store_migrate). These calls open their own
+ * connection / database and must not run while a store at the same spec
+ * is open in this process (TROUPE_EBUSY). Blocking; not on a loop thread.
+ */
+typedef struct troupe_schema_status {
+  int found;       /* version recorded in the store; 0 = empty store */
+  int supported;   /* the version this library reads and writes */
+  int pending;     /* migration steps that would run (0 when current) */
+} troupe_schema_status;
+
+/* Read the schema version of the store at `spec` without changing it.
+ * Errors: TROUPE_EINVAL (bad spec), TROUPE_ENOENT (no store there),
+ * TROUPE_ECONNREFUSED / TROUPE_EAUTH (PostgreSQL), TROUPE_EIO. */
+TROUPE_EXTERN int troupe_store_schema(const char *spec,
+                                      troupe_schema_status *out);
+
+/* Called once per migration step, after it is applied (or, with dry_run,
+ * instead of applying it): from -> to and a one-line description. */
+typedef void (*troupe_migrate_cb)(int from_version, int to_version,
+                                  const char *description, int dry_run,
+                                  void *data);
+
+/*
+ * Apply every pending step of the store at `spec`, in order, each one
+ * atomically (PostgreSQL: one transaction; RocksDB: one recorded step), so
+ * a crash mid-way resumes at the next step. Idempotent: a current store
+ * returns 0 with no calls. With dry_run nothing is changed. Returns the
+ * number of steps applied (or that would be), or an error:
+ * TROUPE_ESCHEMA (the store is newer than the library, or not a troupe
+ * store), TROUPE_ENOENT, TROUPE_EBUSY, TROUPE_EINVAL, connection errors.
+ */
+TROUPE_EXTERN int troupe_store_migrate(const char *spec, int dry_run,
+                                       troupe_migrate_cb cb, void *data);
 
 #ifdef __cplusplus
 }

@@ -60,9 +60,16 @@ int troupe__ref_from_uri(troupe_system *sys, const char *uri, size_t len,
 typedef struct troupe__node {
   _Atomic(troupe_system *) sys;   /* NULL once the system is gone */
   atomic_uint users;              /* threads inside a cross-thread tell */
+  /* Remote nodes (cluster/remote.c): the remoting's node record, set once
+   * when the entry is added; sys is NULL for them. */
+  _Atomic(void *) remote;
 } troupe__node;
 
 int troupe__node_add(troupe_system *sys, uint64_t *index);
+/* Add an entry for a node of another process (sys stays NULL). */
+int troupe__node_add_remote(void *remote, uint64_t *index);
+/* The newest open local system with this name, or 0. */
+uint64_t troupe__node_find_local(const char *name, size_t len);
 troupe__node *troupe__node_get(uint64_t index);
 /* Close an entry and wait until no other thread is inside it. */
 void troupe__node_close(uint64_t index);
@@ -79,8 +86,16 @@ enum {
   TROUPE__SYS_FAILED,       /* to parent: aux64 = child uid, aux = error */
   TROUPE__SYS_CHILD_DONE,   /* to parent: aux64 = child uid */
   TROUPE__SYS_RESTART,      /* to child after backoff: aux = error */
-  TROUPE__SYS_CHILD_INIT    /* run a freshly spawned child's init */
+  TROUPE__SYS_CHILD_INIT,   /* run a freshly spawned child's init */
+  /* remoting control, delivered through troupe__inbound on the target's
+   * system (from another system of the process or a transport) */
+  TROUPE__ENV_RWATCH,       /* target uid: watch it for sender */
+  TROUPE__ENV_RUNWATCH      /* target uid: sender no longer watches */
 };
+
+/* The uid of every system's root guardian (the first slot, generation 1):
+ * the well-known target of Identify messages from other nodes. */
+#define TROUPE__ROOT_UID TROUPE__UID(1, 1)
 
 typedef struct troupe__env troupe__env;
 struct troupe__env {
@@ -97,6 +112,7 @@ struct troupe__env {
   int32_t aux;
   uint32_t refs;            /* holders of this envelope (dead letters) */
   uint32_t heap;            /* data was malloc'd */
+  uint64_t tnode;           /* target node, for envelopes between systems */
   _Alignas(16) unsigned char inl[TROUPE_INLINE_MSG];
 };
 
@@ -224,6 +240,25 @@ struct troupe_system {
 
   troupe__cell *root, *user, *sysg;
   troupe__namemap names;
+
+  /* Links to other systems of the process (the mesh's in-process
+   * transport), all called on this system's loop thread:
+   *  xroute  take e (target: system `to`), 0 when taken, 1 to let the
+   *          inbox carry it;
+   *  xpoll   move arrived envelopes in (troupe__inbound); returns how
+   *          many; called when the run queue runs dry inside dispatch;
+   *  xflush  publish what xroute buffered; called at the end of dispatch.
+   * Set before the system runs, never changed while it runs. */
+  int (*xroute)(troupe_system *from, troupe_system *to, troupe__env *e);
+  size_t (*xpoll)(troupe_system *sys);
+  void (*xflush)(troupe_system *sys);
+  void *xdata;
+  bool xdirty;                           /* xflush owed */
+  struct troupe__envpool *env_pool;      /* shared envelope batches */
+  /* Remoting (cluster/remote.c): its state, and this node's network
+   * address "host:port" (NULL: none) used when refs become URIs. */
+  void *remoting;
+  _Atomic(const char *) address;
   uint32_t timer_gen;                    /* timer generations */
   uint64_t rng;
 
@@ -269,6 +304,16 @@ int troupe__env_set(troupe__env *e, const troupe_type *type,
 /* heap envelope for other threads */
 troupe__env *troupe__env_new(void);
 
+/*
+ * A pool of spare envelopes shared by systems whose envelopes travel one
+ * way (a mesh): a system whose free list is full gives a batch to the pool,
+ * one whose free list is empty takes a batch, so a one-way stream between
+ * threads allocates nothing. Batches move under a mutex (once per batch).
+ */
+typedef struct troupe__envpool troupe__envpool;
+troupe__envpool *troupe__envpool_new(void);
+void troupe__envpool_free(troupe__envpool *p);
+
 /* Dispatcher */
 void troupe__schedule(troupe__cell *c);
 void troupe__enqueue(troupe__cell *c, troupe__env *e);  /* user mailbox */
@@ -279,6 +324,42 @@ void troupe__wake_dispatch(troupe_system *sys);
 /* Post fn(sys, arg) to the system's loop from any thread. */
 int troupe__post(troupe_system *sys, void (*fn)(troupe_system *, void *),
                  void *arg);
+/* An envelope that came from another system or node (inbox, ring,
+ * transport): a call, a control message or a message for a local uid.
+ * Takes e. Loop thread. */
+void troupe__inbound(troupe_system *sys, troupe__env *e);
+/* Move e to node n from any thread (see system.c). Takes e. */
+int troupe__send_node(troupe_system *cur, troupe__node *n, uint64_t node,
+                      troupe__env *e);
+/* Node `node` is lost: every watch of an actor there ends with a
+ * Terminated (node_lost). Loop thread. */
+void troupe__node_lost(troupe_system *sys, uint64_t node);
+extern troupe_type TROUPE__T_CONTROL;
+/* Handle a control envelope (watch/unwatch from another node). Takes e. */
+void troupe__control(troupe_system *sys, troupe__env *e);
+
+/* Remoting entry points (cluster/remote.c), any thread: a tell to a ref
+ * whose node is remote (takes e, dead-letters it when the node is
+ * unreachable), and the node index for "system@address". */
+int troupe__remote_send(troupe__node *n, uint64_t node, troupe__env *e);
+int troupe__remote_node(troupe_system *sys, const char *name, size_t nlen,
+                        const char *addr, size_t alen, uint64_t *node);
+/* An envelope for a remote node arrived at its owner's loop. Takes e. */
+void troupe__remote_inbound(troupe_system *sys, troupe__env *e);
+/* The system is terminating / being freed. */
+void troupe__remote_closing(troupe_system *sys);
+void troupe__remote_free(troupe_system *sys);
+
+/* Identify: asked of a system's root guardian, answered with a
+ * TROUPE_T_ACTOR_IDENTITY for the actor at `path` (none if nothing). */
+typedef struct troupe_identify {
+  char *path;
+} troupe_identify;
+extern troupe_type TROUPE__T_IDENTIFY;
+
+/* The remote node's "system@address" text (for ref URIs), or NULL. */
+const char *troupe__remote_name(void *remote, const char **address);
+
 /* Deliver an envelope to a local target uid (dead letters if gone). */
 int troupe__deliver_local(troupe_system *sys, uint64_t uid, troupe__env *e,
                           bool from_this_thread);

@@ -9,6 +9,84 @@
 #include "core/internal.h"
 
 #define FREE_ENV_CAP 16384
+#define POOL_BATCH 1024        /* envelopes per batch moved to/from a pool */
+#define POOL_MAX_BATCHES 64
+
+/* A batch is a list of envelopes linked by next; batches are linked by
+ * their first envelope's orig field (unused on the free list). */
+struct troupe__envpool {
+  pthread_mutex_t lock;
+  troupe__env *batches;
+  uint32_t nbatches;
+};
+
+troupe__envpool *troupe__envpool_new(void) {
+  troupe__envpool *p = calloc(1, sizeof *p);
+  if (p) pthread_mutex_init(&p->lock, NULL);
+  return p;
+}
+
+void troupe__envpool_free(troupe__envpool *p) {
+  if (!p) return;
+  troupe__env *b = p->batches;
+  while (b) {
+    troupe__env *nb = b->orig;
+    while (b) {
+      troupe__env *n = b->next;
+      free(b);
+      b = n;
+    }
+    b = nb;
+  }
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+static troupe__env *pool_take(troupe_system *sys) {
+  troupe__envpool *p = sys->env_pool;
+  pthread_mutex_lock(&p->lock);
+  troupe__env *b = p->batches;
+  if (b) {
+    p->batches = b->orig;
+    p->nbatches--;
+  }
+  pthread_mutex_unlock(&p->lock);
+  if (!b) return NULL;
+  b->orig = NULL;
+  troupe__env *rest = b->next;
+  uint32_t n = 0;
+  for (troupe__env *x = rest; x; x = x->next) n++;
+  sys->free_envs = rest;
+  sys->nfree_envs = n;
+  b->next = NULL;
+  return b;
+}
+
+/* The free list is full: hand POOL_BATCH of it to the pool. */
+static void pool_give(troupe_system *sys) {
+  troupe__env *head = sys->free_envs, *last = head;
+  for (uint32_t i = 1; i < POOL_BATCH && last->next; i++) last = last->next;
+  troupe__env *rest = last->next;
+  last->next = NULL;
+  troupe__envpool *p = sys->env_pool;
+  pthread_mutex_lock(&p->lock);
+  bool taken = p->nbatches < POOL_MAX_BATCHES;
+  if (taken) {
+    head->orig = p->batches;
+    p->batches = head;
+    p->nbatches++;
+  }
+  pthread_mutex_unlock(&p->lock);
+  sys->free_envs = rest;
+  sys->nfree_envs -= POOL_BATCH;
+  if (!taken) {
+    while (head) {
+      troupe__env *n = head->next;
+      free(head);
+      head = n;
+    }
+  }
+}
 
 troupe__env *troupe__env_new(void) {
   troupe__env *e = malloc(sizeof *e);
@@ -18,6 +96,7 @@ troupe__env *troupe__env_new(void) {
   e->heap = 0;
   e->refs = 1;
   e->orig = NULL;
+  e->tnode = 0;
   return e;
 }
 
@@ -29,6 +108,7 @@ troupe__env *troupe__env_alloc(troupe_system *sys) {
     e->next = NULL;
     return e;
   }
+  if (sys->env_pool && (e = pool_take(sys)) != NULL) return e;
   return troupe__env_new();
 }
 
@@ -98,6 +178,11 @@ void troupe__env_release(troupe_system *sys, troupe__env *e) {
   if (e->type) env_free_value(e);
   e->refs = 1;
   if (sys && TROUPE_LIKELY(sys->nfree_envs < FREE_ENV_CAP)) {
+    e->next = sys->free_envs;
+    sys->free_envs = e;
+    sys->nfree_envs++;
+  } else if (sys && sys->env_pool) {
+    pool_give(sys);
     e->next = sys->free_envs;
     sys->free_envs = e;
     sys->nfree_envs++;

@@ -38,6 +38,7 @@ int troupe__node_add(troupe_system *sys, uint64_t *index) {
   }
   troupe__node *n = &chunk[i & (CHUNK_SIZE - 1)];
   atomic_store(&n->users, 0);
+  atomic_store(&n->remote, NULL);
   atomic_store(&n->sys, sys);
   node_count++;
   pthread_mutex_unlock(&node_lock);
@@ -60,4 +61,30 @@ void troupe__node_close(uint64_t index) {
   /* A sender that saw the system before the store is still inside; wait
    * for it to leave (it only pushes to the inbox, a few instructions). */
   while (atomic_load(&n->users) != 0) sched_yield();
+}
+
+int troupe__node_add_remote(void *remote, uint64_t *index) {
+  int rc = troupe__node_add(NULL, index);
+  if (rc < 0) return rc;
+  troupe__node *n = troupe__node_get(*index);
+  atomic_store(&n->remote, remote);
+  return 0;
+}
+
+uint64_t troupe__node_find_local(const char *name, size_t len) {
+  pthread_mutex_lock(&node_lock);
+  uint64_t count = node_count;
+  pthread_mutex_unlock(&node_lock);
+  /* newest first: a restarted system reuses its name */
+  for (uint64_t i = count - 1; i >= 1; i--) {
+    troupe__node *n = troupe__node_get(i);
+    if (!n) continue;
+    atomic_fetch_add(&n->users, 1);
+    troupe_system *sys = atomic_load(&n->sys);
+    bool hit = sys && strlen(sys->name) == len &&
+               memcmp(sys->name, name, len) == 0;
+    atomic_fetch_sub(&n->users, 1);
+    if (hit) return i;
+  }
+  return 0;
 }

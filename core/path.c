@@ -215,6 +215,29 @@ int troupe_select(troupe_system *sys, const char *path, troupe_ref *out) {
 }
 
 /* ------------------------------------------------------------------ */
+/* Identify (resolve across systems and nodes) */
+
+static const troupe_field identify_fields[] = {
+  {.name = "path", .kind = TROUPE_K_STRING,
+   .offset = offsetof(troupe_identify, path), .elem_size = sizeof(char *)},
+};
+troupe_type TROUPE__T_IDENTIFY = {
+  .manifest = "troupe.Identify", .version = 1,
+  .size = sizeof(troupe_identify), .fields = identify_fields, .nfields = 1,
+};
+
+static const troupe_field identity_fields[] = {
+  {.name = "actor", .kind = TROUPE_K_REF,
+   .offset = offsetof(troupe_actor_identity, actor),
+   .elem_size = sizeof(troupe_ref)},
+};
+troupe_type TROUPE_T_ACTOR_IDENTITY = {
+  .manifest = "troupe.ActorIdentity", .version = 1,
+  .size = sizeof(troupe_actor_identity), .fields = identity_fields,
+  .nfields = 1,
+};
+
+/* ------------------------------------------------------------------ */
 /* Refs as text: "troupe://system/path#<uid hex>". The uid makes the text
  * name one incarnation. */
 
@@ -247,18 +270,47 @@ static int ref_to_uri(troupe_system *sys, troupe_ref ref, char *buf,
   }
   troupe__node *n = troupe__node_get(ref.node);
   troupe_system *owner = n ? atomic_load(&n->sys) : NULL;
-  if (!sys) sys = owner;
+  void *remote = n ? atomic_load(&n->remote) : NULL;
   int len;
+  if (remote) {
+    /* a node of another process: its name and address */
+    const char *addr;
+    const char *name = troupe__remote_name(remote, &addr);
+    len = snprintf(buf, size, "troupe://%s@%s/$%" PRIx64 "#%" PRIx64, name,
+                   addr, ref.uid, ref.uid);
+    if (len < 0 || (size_t)len >= size)
+      return troupe__err(TROUPE_ERANGE, "ref_to_uri: buffer");
+    return len;
+  }
+  if (!sys) sys = owner;
+  const char *addr = owner ? atomic_load(&owner->address) : NULL;
   if (owner && owner == sys && troupe__current == sys) {
     troupe__cell *c = troupe__cell_get(sys, ref.uid);
     if (c && !(c->flags & TROUPE__CF_DEAD)) {
       len = troupe__path_of(c, buf, size);
       if (len < 0) return troupe__err(TROUPE_ERANGE, "ref_to_uri: buffer");
+      if (addr) {
+        /* "troupe://name/..." -> "troupe://name@addr/..." */
+        size_t nl = 9 + strlen(sys->name), al = strlen(addr);
+        if ((size_t)len + al + 1 >= size)
+          return troupe__err(TROUPE_ERANGE, "ref_to_uri: buffer");
+        memmove(buf + nl + al + 1, buf + nl, (size_t)len - nl + 1);
+        buf[nl] = '@';
+        memcpy(buf + nl + 1, addr, al);
+        len += (int)(al + 1);
+      }
       int m = snprintf(buf + len, size - (size_t)len, "#%" PRIx64, ref.uid);
       if (m < 0 || (size_t)(len + m) >= size)
         return troupe__err(TROUPE_ERANGE, "ref_to_uri: buffer");
       return len + m;
     }
+  }
+  if (owner && addr) {
+    len = snprintf(buf, size, "troupe://%s@%s/$%" PRIx64 "#%" PRIx64,
+                   owner->name, addr, ref.uid, ref.uid);
+    if (len < 0 || (size_t)len >= size)
+      return troupe__err(TROUPE_ERANGE, "ref_to_uri: buffer");
+    return len;
   }
   /* not resolvable to a path here: name it by node and uid */
   len = snprintf(buf, size, "troupe://%s/$%" PRIx64 "#%" PRIx64,
@@ -303,6 +355,22 @@ int troupe__ref_from_uri(troupe_system *sys, const char *uri, size_t len,
     out->node = node;
     out->uid = uid;
     return 0;
+  }
+  const char *at = memchr(sn, '@', (size_t)(p - sn));
+  if (at) {
+    /* "name@host:port": ours, or a node of another process */
+    const char *a = at + 1;
+    size_t al = (size_t)(p - a);
+    const char *mine = sys ? atomic_load(&sys->address) : NULL;
+    bool ours = mine && strlen(mine) == al && memcmp(mine, a, al) == 0 &&
+                sl == strlen(sys->name) && memcmp(sn, sys->name, sl) == 0;
+    if (!ours) {
+      if (!uid) return troupe__err(TROUPE_EDECODE, "remote ref without uid");
+      int rc = troupe__remote_node(sys, sn, sl, a, al, &out->node);
+      if (rc < 0) return rc;
+      out->uid = uid;
+      return 0;
+    }
   }
   if (sys && sl == strlen(sys->name) && memcmp(sn, sys->name, sl) == 0) {
     if (uid) {

@@ -27,7 +27,15 @@ _Thread_local troupe_system *troupe__current;
 
 static int guardian_receive(troupe_ctx *ctx, void *state,
                             const troupe_msg *msg) {
-  (void)ctx; (void)state; (void)msg;
+  (void)state;
+  if (msg->type == &TROUPE__T_IDENTIFY) {
+    /* from another system or node: who lives at this path? */
+    const troupe_identify *id = msg->data;
+    troupe_actor_identity ai = {TROUPE_REF_NONE};
+    if (id->path) (void)troupe_select(troupe_ctx_system(ctx), id->path,
+                                      &ai.actor);
+    return troupe_reply(ctx, &TROUPE_T_ACTOR_IDENTITY, &ai);
+  }
   return TROUPE_UNHANDLED;
 }
 
@@ -192,21 +200,38 @@ static troupe__env *inbox_pop(troupe_system *sys) {
   return NULL;
 }
 
+void troupe__inbound(troupe_system *sys, troupe__env *e) {
+  e->next = NULL;
+  if (e->kind == TROUPE__ENV_CALL) {
+    void (*fn)(troupe_system *, void *) = e->call;
+    void *arg = e->data;
+    e->data = e->inl;
+    e->type = NULL;
+    troupe__env_release(sys, e);
+    fn(sys, arg);
+    return;
+  }
+  if (TROUPE_UNLIKELY(e->tnode && e->tnode != sys->node)) {
+    troupe__node *n = troupe__node_get(e->tnode);
+    if (n && atomic_load(&n->remote)) {
+      troupe__remote_inbound(sys, e);   /* we own the link to that node */
+      return;
+    }
+    /* meant for an earlier system on this link (restarted since) */
+    troupe_ref to = {e->tnode, e->target};
+    troupe__dead_letter(sys, to, e, TROUPE_ECLOSED);
+    return;
+  }
+  if (TROUPE_UNLIKELY(e->kind != TROUPE__ENV_USER)) {
+    troupe__control(sys, e);
+    return;
+  }
+  troupe__deliver_local(sys, e->target, e, false);
+}
+
 static void inbox_drain(troupe_system *sys) {
   troupe__env *e;
-  while ((e = inbox_pop(sys)) != NULL) {
-    e->next = NULL;
-    if (e->kind == TROUPE__ENV_CALL) {
-      void (*fn)(troupe_system *, void *) = e->call;
-      void *arg = e->data;
-      e->data = e->inl;
-      e->type = NULL;
-      troupe__env_release(sys, e);
-      fn(sys, arg);
-    } else {
-      troupe__deliver_local(sys, e->target, e, false);
-    }
-  }
+  while ((e = inbox_pop(sys)) != NULL) troupe__inbound(sys, e);
 }
 
 static void on_async(uv_async_t *h) {
@@ -273,27 +298,47 @@ int troupe_tell(troupe_ref to, const troupe_type *type, const void *value,
       return troupe__err(TROUPE_EINVAL, "troupe_tell: ref names no node");
     return 0;
   }
-  troupe__env *e = troupe__env_new();
+  troupe__env *e = cur ? troupe__env_alloc(cur) : troupe__env_new();
   if (!e) return troupe__err(TROUPE_ENOMEM, "tell");
   int rc = troupe__env_set(e, type, value);
   if (rc < 0) {
-    free(e);
+    e->type = NULL;
+    troupe__env_release(cur, e);
     return rc;
   }
   e->kind = TROUPE__ENV_USER;
   e->sender = sender;
   e->ask_id = 0;
   e->target = to.uid;
-  atomic_fetch_add(&n->users, 1);
+  e->tnode = to.node;
+  return troupe__send_node(cur, n, to.node, e);
+}
+
+/* Move e (kind, target, tnode set) to the system or node n from any
+ * thread: over a link of ours (mesh ring), the target's inbox, or
+ * remoting. Never blocks; an unreachable target makes a dead letter. */
+int troupe__send_node(troupe_system *cur, troupe__node *n, uint64_t node,
+                      troupe__env *e) {
+  atomic_fetch_add_explicit(&n->users, 1, memory_order_seq_cst);
   troupe_system *sys = atomic_load(&n->sys);
-  if (!sys) {
-    atomic_fetch_sub(&n->users, 1);
-    e->type = type;
-    troupe__env_release(NULL, e);  /* frees value and envelope */
-    return 0;                       /* a dead letter of a closed system */
+  if (TROUPE_UNLIKELY(!sys)) {
+    atomic_fetch_sub_explicit(&n->users, 1, memory_order_release);
+    if (atomic_load_explicit(&n->remote, memory_order_acquire))
+      return troupe__remote_send(n, node, e);
+    troupe_ref to = {node, e->target};
+    if (cur) {
+      troupe__dead_letter(cur, to, e, TROUPE_ECLOSED);
+    } else {
+      troupe__env_release(NULL, e);  /* frees value and envelope */
+    }
+    return 0;                         /* a dead letter of a closed system */
+  }
+  if (cur && cur->xroute && cur->xroute(cur, sys, e) == 0) {
+    atomic_fetch_sub_explicit(&n->users, 1, memory_order_release);
+    return 0;
   }
   inbox_push(sys, e);
-  atomic_fetch_sub(&n->users, 1);
+  atomic_fetch_sub_explicit(&n->users, 1, memory_order_release);
   return 0;
 }
 
@@ -316,7 +361,10 @@ static void dispatch(troupe_system *sys) {
       continue;
     }
     troupe__cell *c = sys->rq_head;
-    if (!c) break;
+    if (!c) {
+      if (sys->xpoll && sys->xpoll(sys) > 0) continue;
+      break;
+    }
     sys->rq_head = c->rq_next;
     if (!sys->rq_head) sys->rq_tail = NULL;
     c->rq_next = NULL;
@@ -338,6 +386,10 @@ static void dispatch(troupe_system *sys) {
       if (sys->sq_head) break;
     }
     if (c->mb_head && cell_can_run(c)) troupe__schedule(c);
+  }
+  if (sys->xdirty) {
+    sys->xdirty = false;
+    sys->xflush(sys);
   }
   if (!sys->rq_head && !sys->sq_head && sys->idle_active) {
     sys->idle_active = false;
@@ -490,6 +542,7 @@ void troupe__system_terminated(troupe_system *sys) {
   atomic_store(&sys->state, TROUPE__SYS_TERMINATED);
   troupe__node_close(sys->node);
   inbox_drain(sys);   /* late tells become dead letters */
+  if (sys->remoting) troupe__remote_closing(sys);
   troupe__asks_close(sys);
   sys->idle_active = false;
   uv_idle_stop(&sys->idle);
@@ -641,6 +694,7 @@ void troupe_system_destroy(troupe_system *sys) {
     sys->free_envs = e->next;
     free(e);
   }
+  troupe__remote_free(sys);
   troupe__names_free(&sys->names);
   troupe__subs_free(sys);
   free(sys->slots);

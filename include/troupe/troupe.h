@@ -9,5 +9,7 @@
 #include "troupe/log.h"
 #include "troupe/types.h"
 #include "troupe/actor.h"
+#include "troupe/remote.h"
+#include "troupe/projection.h"
 
 #endif

@@ -292,4 +292,15 @@ extern const jnl_backend_vt jnl_memory_backend;
 extern const jnl_backend_vt jnl_rocksdb_backend;
 extern const jnl_backend_vt jnl_pg_backend;
 
+/* RocksDB test hooks (rocksdb.c). jnl_rdb_create_version makes the closed
+ * store at `dir` (created empty when missing) one of an older format
+ * `version`, as that troupe wrote it. The migration knobs: events per
+ * batch of the 1 -> 2 step (default 10000); when nonzero, the process
+ * _exits with status 75 after that many batches (a crash mid-step); the
+ * number of events the last 1 -> 2 step indexed (to see a resume). */
+int jnl_rdb_create_version(const char *dir, int version);
+extern size_t jnl_rdb_migrate_batch;
+extern int jnl_rdb_migrate_exit_after;
+extern uint64_t jnl_rdb_migrate_indexed;
+
 #endif

@@ -4,7 +4,11 @@
  * backend has the same threading contract as RocksDB (callbacks on a store
  * thread, never inside the submitting call's stack) with none of its
  * durability. Events are kept as the shared record bytes (record.c) so
- * reads decode exactly what a persistent backend would return. */
+ * reads decode exactly what a persistent backend would return.
+ *
+ * Offsets are gap-free from 1, so the global append-order index used by
+ * by_slice is an array indexed by offset - 1 ({stream, seq}); deleted
+ * events stay in it and are skipped by their stream's deleted_to. */
 #include "journal/internal.h"
 
 typedef struct mem_blob {
@@ -25,6 +29,7 @@ typedef struct mem_stream {
   size_t nsnap, snapcap;
   mem_blob state;
   uint64_t rev;
+  uint32_t slice;
   size_t len;
   char name[];
 } mem_stream;
@@ -34,6 +39,12 @@ typedef struct mem_tagent {
   mem_stream *s;
   uint64_t seq;
 } mem_tagent;
+
+/* One entry of the global append-order index (by_slice). */
+typedef struct mem_offent {
+  mem_stream *s;
+  uint64_t seq;
+} mem_offent;
 
 typedef struct mem_tag {
   mem_tagent *e;
@@ -53,6 +64,8 @@ typedef struct mem_store {
   mem_stream **all;
   size_t nall, allcap;
   uint64_t offset;
+  mem_offent *offs;        /* index offset - 1; m->offset entries */
+  size_t offcap;
   jnl_page page;
 } mem_store;
 
@@ -75,6 +88,7 @@ static mem_stream *find_or_add(mem_store *m, jnl_op *op) {
   if (!s) return NULL;
   memcpy(s->name, op->pid, op->pid_len + 1);
   s->len = op->pid_len;
+  s->slice = jnl_slice(s->name, s->len);
   if (jnl_hmap_put(&m->streams, s->name, s->len, h, s) < 0) {
     free(s);
     return NULL;
@@ -137,6 +151,14 @@ static void do_append(mem_store *m, jnl_op *op) {
     s->ev = e;
     s->evcap = cap;
   }
+  if (m->offset + op->n > m->offcap) {
+    size_t cap = m->offcap ? m->offcap : 256;
+    while (cap < m->offset + op->n) cap *= 2;
+    mem_offent *o = realloc(m->offs, cap * sizeof *o);
+    if (!o) return jnl_op_fail(op, TROUPE_ENOMEM, "memory journal");
+    m->offs = o;
+    m->offcap = cap;
+  }
   /* copy everything first so a failure leaves the stream unchanged */
   uint8_t *p = op->buf;
   size_t i;
@@ -162,6 +184,8 @@ static void do_append(mem_store *m, jnl_op *op) {
         if (tag_add(m, ev.tags[k], ev.offset, s, s->head + 1 + i) < 0)
           return jnl_op_fail(op, TROUPE_ENOMEM, "memory tag index");
   }
+  for (i = 0; i < op->n; i++)
+    m->offs[m->offset + i] = (mem_offent){s, s->head + 1 + i};
   m->offset += op->n;
   s->head = head;
   op->r0 = head;
@@ -225,6 +249,28 @@ static void do_by_tag(mem_store *m, jnl_op *op) {
       if (rc < 0) return jnl_op_fail(op, rc, "by_tag: %s", troupe_errmsg());
       count++;
     }
+  }
+  jnl_op_emit_events(op, pg->ev, pg->n, 1);
+}
+
+static void do_by_slice(mem_store *m, jnl_op *op) {
+  uint32_t lo = (uint32_t)(op->c >> 32), hi = (uint32_t)op->c;
+  jnl_page *pg = &m->page;
+  jnl_page_reset(pg);
+  uint64_t count = 0;
+  for (uint64_t off = op->a; off < m->offset && (!op->b || count < op->b);
+       off++) {
+    mem_offent *e = &m->offs[off];             /* offset off + 1 */
+    if (e->s->slice < lo || e->s->slice > hi || e->seq <= e->s->deleted_to)
+      continue;
+    mem_blob *b = &e->s->ev[e->seq - 1];
+    if (!jnl_page_fits(pg, b->len, 0)) {
+      if (jnl_op_emit_events(op, pg->ev, pg->n, 0)) return;
+      jnl_page_reset(pg);
+    }
+    int rc = jnl_page_add(pg, e->s->name, e->seq, b->p, b->len, 0);
+    if (rc < 0) return jnl_op_fail(op, rc, "by_slice: %s", troupe_errmsg());
+    count++;
   }
   jnl_op_emit_events(op, pg->ev, pg->n, 1);
 }
@@ -368,9 +414,7 @@ static void execute(mem_store *m, jnl_op *op) {
   case JNL_OP_APPEND: do_append(m, op); break;
   case JNL_OP_REPLAY: do_replay(m, op); break;
   case JNL_OP_BY_TAG: do_by_tag(m, op); break;
-  case JNL_OP_BY_SLICE:
-    jnl_op_fail(op, TROUPE_EUNSUPPORTED, "by_slice: not yet in memory");
-    break;
+  case JNL_OP_BY_SLICE: do_by_slice(m, op); break;
   case JNL_OP_LIST_IDS: do_list_ids(m, op); break;
   case JNL_OP_DELETE: do_delete(m, op); break;
   case JNL_OP_HIGHEST: {
@@ -438,6 +482,7 @@ static void mem_free(mem_store *m) {
     }
   }
   free(m->all);
+  free(m->offs);
   jnl_hmap_free(&m->streams);
   jnl_hmap_free(&m->tags);
   jnl_page_free(&m->page);

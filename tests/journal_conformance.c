@@ -535,6 +535,333 @@ static void jc_by_tag_concurrent(void) {
   TT_EQ_INT(troupe_journal_close(j), 0);
 }
 
+/* --- events by slice ------------------------------------------------------ */
+
+static atomic_int cb_runs;
+static int never_events(int s, const troupe_event *e, size_t n, int done,
+                        void *d);
+
+static int by_slice(troupe_journal *j, unsigned lo, unsigned hi,
+                    uint64_t after, uint64_t max, coll *c) {
+  memset(c, 0, sizeof *c);
+  return troupe_journal_by_slice_sync(j, lo, hi, after, max, coll_cb, c);
+}
+
+/* Fill ids[0..n) with distinct ids "<prefix><k>" whose slices are pairwise
+ * different (slices[] gets them). */
+static void ids_in_slices(const char *prefix, int n, char ids[][24],
+                          int *slices) {
+  int k = 0;
+  for (int found = 0; found < n; k++) {
+    char id[24];
+    snprintf(id, sizeof id, "%s%d", prefix, k);
+    int sl = troupe_journal_slice_of(id), dup = 0;
+    for (int i = 0; i < found; i++) dup |= slices[i] == sl;
+    if (dup) continue;
+    snprintf(ids[found], 24, "%s", id);
+    slices[found++] = sl;
+  }
+}
+
+/* The slice of an id is stored by every backend: it must never change. */
+static void jc_slice_of(void) {
+  const char *ids[] = {"a", "account-17", "x/y/z", "\xc3\xa9t\xc3\xa9"};
+  for (size_t i = 0; i < sizeof ids / sizeof *ids; i++) {
+    uint64_t h = 1469598103934665603ull;        /* FNV-1a, then h ^ h>>29 */
+    for (const char *p = ids[i]; *p; p++) {
+      h ^= (unsigned char)*p;
+      h *= 1099511628211ull;
+    }
+    h ^= h >> 29;
+    TT_EQ_INT(troupe_journal_slice_of(ids[i]),
+              (int)(h & (TROUPE_JOURNAL_SLICES - 1)));
+  }
+  TT_EQ_INT(troupe_journal_slice_of(NULL), TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_slice_of(""), TROUPE_EINVAL);
+}
+
+static void jc_by_slice(void) {
+  troupe_store_options o = opts();
+  o.page_size = 4;
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(fresh(), &o, &j), 0);
+  coll c;
+  /* an empty store: one empty, done call */
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0, &c), 0);
+  TT_EQ_INT(c.n, 0);
+  TT_EQ_INT(c.done_calls, 1);
+  coll_free(&c);
+  char ids[4][24];
+  int sl[4];
+  ids_in_slices("sl-", 4, ids, sl);
+  /* interleaved appends over four ids in four slices */
+  uint64_t head[4] = {0};
+  const int plan[][2] = {{0, 2}, {1, 1}, {0, 1}, {2, 3}, {1, 2}, {3, 1},
+                         {2, 1}, {0, 4}, {3, 2}, {1, 1}};
+  size_t total = 0;
+  for (size_t i = 0; i < sizeof plan / sizeof *plan; i++) {
+    int w = plan[i][0], n = plan[i][1];
+    TT_EQ_INT(append_n(j, ids[w], head[w], (size_t)n, NULL, 0), 0);
+    head[w] += (uint64_t)n;
+    total += (size_t)n;
+  }
+  /* the whole journal, in offset order across ids */
+  coll all;
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0, &all), 0);
+  TT_EQ_INT(all.n, total);
+  TT_EQ_INT(all.bad, 0);
+  TT_EQ_INT(all.done_calls, 1);
+  TT_ASSERT(all.max_page <= 4);
+  TT_ASSERT(all.calls >= total / 4);
+  uint64_t next[4] = {0};
+  for (size_t i = 0; i < all.n; i++) {
+    TT_EQ_INT(all.off[i], i + 1);                 /* gap-free, from 1 */
+    int w = -1;
+    for (int k = 0; k < 4; k++)
+      if (strcmp(all.pid[i], ids[k]) == 0) w = k;
+    TT_ASSERT(w >= 0);
+    TT_EQ_INT(all.seq[i], ++next[w]);
+    char want[48];
+    snprintf(want, sizeof want, "%s:%" PRIu64, ids[w], all.seq[i]);
+    TT_EQ_STR(all.payload[i], want);
+  }
+  /* the first events follow the plan: id0 x2, id1, id0 */
+  TT_EQ_STR(all.pid[0], ids[0]);
+  TT_EQ_STR(all.pid[2], ids[1]);
+  TT_EQ_STR(all.pid[3], ids[0]);
+  /* one slice, and ranges: exactly the events of ids in range, in order */
+  for (int k = 0; k < 4; k++) {
+    TT_EQ_INT(by_slice(j, (unsigned)sl[k], (unsigned)sl[k], 0, 0, &c), 0);
+    TT_EQ_INT(c.n, head[k]);
+    for (size_t i = 0; i < c.n; i++) {
+      TT_EQ_STR(c.pid[i], ids[k]);
+      TT_EQ_INT(c.seq[i], i + 1);
+    }
+    coll_free(&c);
+    unsigned lo = (unsigned)sl[k], hi = TROUPE_JOURNAL_SLICES - 1;
+    if (k & 1) {
+      hi = lo;
+      lo = 0;
+    }
+    TT_EQ_INT(by_slice(j, lo, hi, 0, 0, &c), 0);
+    size_t want = 0;
+    for (size_t i = 0; i < all.n; i++) {
+      unsigned s = (unsigned)troupe_journal_slice_of(all.pid[i]);
+      if (s < lo || s > hi) continue;
+      TT_ASSERT(want < c.n);
+      TT_EQ_INT(c.off[want], all.off[i]);
+      want++;
+    }
+    TT_EQ_INT(c.n, want);
+    coll_free(&c);
+  }
+  /* a slice with no ids */
+  unsigned empty = 0;
+  for (int k = 0; k < 4; k++)
+    if ((unsigned)sl[k] == empty) {
+      empty++;
+      k = -1;
+    }
+  TT_EQ_INT(by_slice(j, empty, empty, 0, 0, &c), 0);
+  TT_EQ_INT(c.n, 0);
+  TT_EQ_INT(c.done_calls, 1);
+  coll_free(&c);
+  /* after_offset and max */
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 5, 0, &c), 0);
+  TT_EQ_INT(c.n, total - 5);
+  TT_EQ_INT(c.off[0], 6);
+  coll_free(&c);
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 5, 3, &c), 0);
+  TT_EQ_INT(c.n, 3);
+  TT_EQ_INT(c.off[2], 8);
+  TT_EQ_INT(c.done_calls, 1);
+  coll_free(&c);
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, total, 0, &c), 0);
+  TT_EQ_INT(c.n, 0);
+  coll_free(&c);
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, UINT64_MAX, 0, &c), 0);
+  TT_EQ_INT(c.n, 0);
+  TT_EQ_INT(c.done_calls, 1);
+  coll_free(&c);
+  /* max counts matching events only: one slice, continued page by page */
+  uint64_t last = 0;
+  size_t got = 0;
+  for (int round = 0; round < 20; round++) {
+    TT_EQ_INT(by_slice(j, (unsigned)sl[0], (unsigned)sl[0], last, 3, &c), 0);
+    if (c.n == 0) {
+      coll_free(&c);
+      break;
+    }
+    TT_ASSERT(c.n <= 3);
+    for (size_t i = 0; i < c.n; i++) {
+      TT_EQ_STR(c.pid[i], ids[0]);
+      TT_EQ_INT(c.seq[i], got + i + 1);
+      TT_ASSERT(c.off[i] > last);
+    }
+    got += c.n;
+    last = c.off[c.n - 1];
+    coll_free(&c);
+  }
+  TT_EQ_INT(got, head[0]);
+  /* the reader stops after two pages: no more calls */
+  memset(&c, 0, sizeof c);
+  c.stop_after_calls = 2;
+  TT_EQ_INT(troupe_journal_by_slice_sync(j, 0, TROUPE_JOURNAL_SLICES - 1, 0,
+                                         0, coll_cb, &c), 0);
+  TT_EQ_INT(c.calls, 2);
+  TT_EQ_INT(c.n, 8);
+  coll_free(&c);
+  /* deleted events are skipped; later ones stay in order */
+  TT_EQ_INT(troupe_journal_delete_to_sync(j, ids[0], 3), 0);
+  TT_EQ_INT(troupe_journal_delete_to_sync(j, ids[2], head[2]), 0);
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0, &c), 0);
+  TT_EQ_INT(c.n, total - 3 - head[2]);
+  for (size_t i = 0; i < c.n; i++) {
+    if (i) TT_ASSERT(c.off[i] > c.off[i - 1]);
+    TT_ASSERT(strcmp(c.pid[i], ids[2]) != 0);
+    if (strcmp(c.pid[i], ids[0]) == 0) TT_ASSERT(c.seq[i] > 3);
+  }
+  coll_free(&c);
+  TT_EQ_INT(by_slice(j, (unsigned)sl[0], (unsigned)sl[0], 0, 1, &c), 0);
+  TT_EQ_INT(c.n, 1);
+  TT_EQ_INT(c.seq[0], 4);
+  coll_free(&c);
+  TT_EQ_INT(by_slice(j, (unsigned)sl[2], (unsigned)sl[2], 0, 0, &c), 0);
+  TT_EQ_INT(c.n, 0);
+  coll_free(&c);
+  /* appends after a delete come after everything else */
+  TT_EQ_INT(append_n(j, ids[2], head[2], 1, NULL, 0), 0);
+  TT_EQ_INT(by_slice(j, (unsigned)sl[2], (unsigned)sl[2], 0, 0, &c), 0);
+  TT_EQ_INT(c.n, 1);
+  TT_EQ_INT(c.off[0], total + 1);
+  TT_EQ_INT(c.seq[0], head[2] + 1);
+  coll_free(&c);
+  coll_free(&all);
+  /* bad ranges: refused, the callback never runs */
+  atomic_store(&cb_runs, 0);
+  TT_EQ_INT(troupe_journal_by_slice(j, 5, 4, 0, 0, never_events, NULL),
+            TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_by_slice(j, 0, TROUPE_JOURNAL_SLICES, 0, 0,
+                                    never_events, NULL), TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_by_slice(j, TROUPE_JOURNAL_SLICES,
+                                    TROUPE_JOURNAL_SLICES, 0, 0, never_events,
+                                    NULL), TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_by_slice(j, 0, 1, 0, 0, NULL, NULL),
+            TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_by_slice(NULL, 0, 1, 0, 0, never_events, NULL),
+            TROUPE_EINVAL);
+  TT_EQ_INT(troupe_journal_by_slice_sync(j, 3, 2, 0, 0, never_events, NULL),
+            TROUPE_EINVAL);
+  TT_EQ_INT(atomic_load(&cb_runs), 0);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
+/* Readers continuing from their last offset while writers append: the
+ * whole-journal reader sees 1, 2, 3, ... without a gap; a reader of half
+ * the slices sees strictly increasing offsets and, at the end, exactly the
+ * events of its ids. */
+typedef struct slice_writer {
+  troupe_journal *j;
+  char id[24];
+  int rc;
+} slice_writer;
+
+static void *slice_writer_main(void *arg) {
+  slice_writer *w = arg;
+  uint64_t seq = 0;
+  while (seq < TW_EVENTS) {
+    size_t n = 1 + (seq * 5 + (uint64_t)w->id[3]) % 4;
+    if (seq + n > TW_EVENTS) n = TW_EVENTS - seq;
+    int rc = append_n(w->j, w->id, seq, n, NULL, 0);
+    if (rc < 0) {
+      w->rc = rc;
+      return NULL;
+    }
+    seq += n;
+  }
+  return NULL;
+}
+
+typedef struct slice_follower {
+  uint64_t last, count;
+  int gaps, not_increasing, out_of_range;
+  unsigned lo, hi;
+} slice_follower;
+
+static int slice_follow_cb(int status, const troupe_event *ev, size_t n,
+                           int done, void *data) {
+  slice_follower *f = data;
+  (void)done;
+  if (status < 0) {
+    f->gaps++;
+    return 1;
+  }
+  for (size_t i = 0; i < n; i++) {
+    if (f->lo == 0 && f->hi == TROUPE_JOURNAL_SLICES - 1 &&
+        ev[i].offset != f->last + 1)
+      f->gaps++;
+    if (ev[i].offset <= f->last) f->not_increasing++;
+    unsigned s = (unsigned)troupe_journal_slice_of(ev[i].persistence_id);
+    if (s < f->lo || s > f->hi) f->out_of_range++;
+    f->last = ev[i].offset;
+    f->count++;
+  }
+  return 0;
+}
+
+static void jc_by_slice_concurrent(void) {
+  troupe_journal *j = open_j(fresh());
+  TT_ASSERT(j);
+  char ids[TW_WRITERS][24];
+  int sl[TW_WRITERS];
+  ids_in_slices("cw-", TW_WRITERS, ids, sl);
+  /* the half of the slices holding the two smallest of the writers' */
+  int sorted[TW_WRITERS];
+  memcpy(sorted, sl, sizeof sorted);
+  for (int a = 0; a < TW_WRITERS; a++)
+    for (int b = a + 1; b < TW_WRITERS; b++)
+      if (sorted[b] < sorted[a]) {
+        int t = sorted[a];
+        sorted[a] = sorted[b];
+        sorted[b] = t;
+      }
+  unsigned half_hi = (unsigned)sorted[1];
+  slice_writer w[TW_WRITERS];
+  pthread_t t[TW_WRITERS];
+  for (int i = 0; i < TW_WRITERS; i++) {
+    w[i].j = j;
+    w[i].rc = 0;
+    memcpy(w[i].id, ids[i], sizeof w[i].id);
+    pthread_create(&t[i], NULL, slice_writer_main, &w[i]);
+  }
+  slice_follower all, half;
+  memset(&all, 0, sizeof all);
+  memset(&half, 0, sizeof half);
+  all.hi = TROUPE_JOURNAL_SLICES - 1;
+  half.hi = half_hi;
+  uint64_t total = TW_WRITERS * TW_EVENTS, dl = tt_now_ms() + 20000;
+  while ((all.last < total || half.count < 2 * TW_EVENTS) &&
+         tt_now_ms() < dl) {
+    TT_EQ_INT(troupe_journal_by_slice_sync(j, 0, TROUPE_JOURNAL_SLICES - 1,
+                                           all.last, 0, slice_follow_cb,
+                                           &all), 0);
+    TT_EQ_INT(troupe_journal_by_slice_sync(j, 0, half_hi, half.last, 7,
+                                           slice_follow_cb, &half), 0);
+  }
+  for (int i = 0; i < TW_WRITERS; i++) {
+    pthread_join(t[i], NULL);
+    TT_EQ_INT(w[i].rc, 0);
+  }
+  TT_EQ_INT(all.gaps, 0);
+  TT_EQ_INT(all.not_increasing, 0);
+  TT_EQ_INT(all.last, total);
+  TT_EQ_INT(all.count, total);
+  TT_EQ_INT(half.not_increasing, 0);
+  TT_EQ_INT(half.out_of_range, 0);
+  TT_EQ_INT(half.count, 2 * TW_EVENTS);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
 /* --- persistence ids ------------------------------------------------------ */
 
 typedef struct idlist {
@@ -1088,6 +1415,16 @@ static void jc_reopen(void) {
   TT_ASSERT(last_off == 5);
   TT_EQ_INT(c.off[0], 10);
   coll_free(&c);
+  /* the offset order survives the reopen too */
+  TT_EQ_INT(by_slice(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0, &c), 0);
+  TT_EQ_INT(c.n, 5);
+  TT_EQ_INT(c.off[0], 3);
+  TT_EQ_STR(c.pid[2], "r1");
+  TT_EQ_INT(c.seq[2], 5);
+  TT_EQ_INT(c.off[3], 9);
+  TT_EQ_STR(c.pid[3], "r2");
+  TT_EQ_INT(c.off[4], 10);
+  coll_free(&c);
   TT_EQ_INT(troupe_snapshot_store_open(spec, &o, &ss), 0);
   TT_EQ_INT(troupe_state_store_open(spec, &o, &st), 0);
   troupe_snapshot *got = NULL;
@@ -1117,6 +1454,9 @@ int jc_run(int argc, char **argv, const jc_backend *b) {
   TT_RUN(jc_delete);
   TT_RUN(jc_tags);
   TT_RUN(jc_by_tag_concurrent);
+  TT_RUN(jc_slice_of);
+  TT_RUN(jc_by_slice);
+  TT_RUN(jc_by_slice_concurrent);
   TT_RUN(jc_list_ids);
   TT_RUN(jc_snapshots);
   TT_RUN(jc_durable_state);

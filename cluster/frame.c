@@ -207,7 +207,7 @@ int troupe__addr_parse(const char *addr, char *host, size_t host_size,
       return troupe__err(TROUPE_EINVAL, "address '%s': bad port", addr);
     pv = pv * 10 + (*q - '0');
   }
-  if (pv < 1 || pv > 65535)
+  if (pv > 65535)
     return troupe__err(TROUPE_EINVAL, "address '%s': port out of range", addr);
   size_t hl = (size_t)(he - hs);
   if (hl + 1 > host_size)
@@ -275,7 +275,7 @@ int troupe__hello_decode(const uint8_t *p, size_t n, bool with_mac,
   p += al;
   char host[TROUPE__ADDR_MAX + 1];
   int port;
-  if (troupe__addr_parse(h->addr, host, sizeof host, &port) ||
+  if (troupe__addr_parse(h->addr, host, sizeof host, &port) || port == 0 ||
       memchr(h->addr, 0, al))
     return hs_fail("bad node address");
   if (with_mac) {

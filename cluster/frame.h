@@ -142,8 +142,9 @@ int troupe__refusal_encode(int code, const char *reason, troupe_buf *out);
 int troupe__refusal_decode(const uint8_t *p, size_t n, int *code,
                            char *reason, size_t size);
 
-/* "host:port", "[v6]:port". host gets the host without brackets. Errors:
- * TROUPE_EINVAL. */
+/* "host:port", "[v6]:port" (port 0..65535; 0 only means something to
+ * listen). host gets the host without brackets. Errors: TROUPE_EINVAL,
+ * TROUPE_ETOOBIG (host_size too small). */
 int troupe__addr_parse(const char *addr, char *host, size_t host_size,
                        int *port);
 /* Is this a system name the handshake carries (1..63 printable bytes, no

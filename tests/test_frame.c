@@ -353,7 +353,9 @@ static void test_addr(void) {
   TT_EQ_STR(host, "::1");
   TT_EQ_INT(port, 65535);
   TT_EQ_INT(troupe__addr_parse("node-1.example:1", host, sizeof host, &port), 0);
-  const char *bad[] = {"", ":1", "host", "host:", "host:0", "host:65536",
+  TT_EQ_INT(troupe__addr_parse("127.0.0.1:0", host, sizeof host, &port), 0);
+  TT_EQ_INT(port, 0);
+  const char *bad[] = {"", ":1", "host", "host:", "host:65536",
                        "host:12x", "::1:5", "[::1:5", "[]:5", "a b:1",
                        "host:99999999999999999999"};
   for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)

@@ -24,4 +24,21 @@ int troupe__rnode_get(const char *name, size_t nlen, const char *addr,
                       size_t alen, uint64_t owner, troupe__rnode **out);
 
 
+/*
+ * The in-process transport (cluster/inproc.c): n endpoints joined by one
+ * SPSC ring per ordered pair. An endpoint is attached to one system at a
+ * time (a restarted worker attaches its new system to the same endpoint);
+ * attach sets the system's xroute/xpoll/xflush hooks and opens its wake-up
+ * handles on the system's loop. attach and detach run on the endpoint's
+ * thread, before the system runs and after it has terminated.
+ */
+typedef struct troupe__inproc troupe__inproc;
+troupe__inproc *troupe__inproc_new(uint32_t n);
+/* Free the rings and every envelope still in them (no thread may use an
+ * endpoint any more). */
+void troupe__inproc_free(troupe__inproc *ip);
+int troupe__inproc_attach(troupe__inproc *ip, uint32_t i, troupe_system *sys);
+/* Drop what waits for this endpoint (earlier incarnations' messages). */
+void troupe__inproc_detach(troupe__inproc *ip, uint32_t i);
+
 #endif

@@ -252,7 +252,7 @@ struct troupe_system {
   int (*xroute)(troupe_system *from, troupe_system *to, troupe__env *e);
   size_t (*xpoll)(troupe_system *sys);
   void (*xflush)(troupe_system *sys);
-  void *xdata;
+  _Atomic(void *) xdata;                 /* the link owner (mesh endpoint) */
   bool xdirty;                           /* xflush owed */
   struct troupe__envpool *env_pool;      /* shared envelope batches */
   /* Remoting (cluster/remote.c): its state, and this node's network

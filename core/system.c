@@ -389,9 +389,9 @@ static void dispatch(troupe_system *sys) {
   }
   if (sys->xdirty) {
     sys->xdirty = false;
-    sys->xflush(sys);
+    sys->xflush(sys);   /* may leave xdirty set: a ring was full */
   }
-  if (!sys->rq_head && !sys->sq_head && sys->idle_active) {
+  if (!sys->rq_head && !sys->sq_head && !sys->xdirty && sys->idle_active) {
     sys->idle_active = false;
     uv_idle_stop(&sys->idle);
   }

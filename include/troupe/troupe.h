@@ -10,6 +10,7 @@
 #include "troupe/types.h"
 #include "troupe/actor.h"
 #include "troupe/remote.h"
+#include "troupe/mesh.h"
 #include "troupe/projection.h"
 
 #endif

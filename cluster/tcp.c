@@ -313,13 +313,17 @@ static void conn_timer_closed(uv_handle_t *h) {
   handle_done(t);
 }
 
-/* Unlink and free a conn (its socket must be detached already). */
-static void conn_free(tconn *c) {
+static void conn_unlink(tconn *c) {
   tcp *t = c->t;
   if (c->prev) c->prev->next = c->next;
   else if (t->conns == c) t->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->next = c->prev = NULL;
+}
+
+/* Unlink and free a conn (its socket must be detached already). */
+static void conn_free(tconn *c) {
+  conn_unlink(c);
   c->state = C_DEAD;
   if (c->timer_inited) {
     uv_timer_stop(&c->timer);
@@ -361,6 +365,8 @@ static void conn_lost(tconn *c, int err, bool was_up) {
     char peer[TROUPE__ADDR_MAX + 1];
     snprintf(peer, sizeof peer, "%s", c->peer_addr);
     c->state = C_DEAD;
+    /* Unlinked first: on_down may destroy the transport. */
+    conn_unlink(c);
     if (was_up && t->base.cbs.on_down)
       t->base.cbs.on_down(t->base.cbs.data, &c->base, err);
     conn_free(c);

@@ -303,4 +303,8 @@ extern size_t jnl_rdb_migrate_batch;
 extern int jnl_rdb_migrate_exit_after;
 extern uint64_t jnl_rdb_migrate_indexed;
 
+/* Tests: create the PostgreSQL store at `spec` ("pg:…" or a URI; its
+ * schema must be empty) at an older schema `version` (1..current). */
+int jnl_pg_create_version(const char *spec, int version);
+
 #endif

@@ -32,11 +32,13 @@
 #include "journal/internal.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/random.h>
+#include <time.h>
 
-#define PG_SCHEMA_VERSION 1
 #define PG_MAX_GROUP 4096         /* write ops per transaction */
 #define PG_ROWS_PER_INSERT 4000   /* 10 params a row, < 65535 */
 
@@ -50,11 +52,16 @@ typedef struct pg_store {
   pthread_cond_t cv;
   jnl_op *head, **tail;
   int stop;
+  atomic_uint reconnects;         /* tests and stats */
   /* connection thread only */
   PGconn *conn;
   char *conninfo;
+  int down;                       /* reconnecting failed: no backoff */
+  uint64_t writer, token;         /* this store's row in writers; last token */
   char schema[64];
-  char q_events[80], q_heads[80], q_meta[80], q_snaps[80], q_state[80];
+  char channel[80];               /* NOTIFY channel: troupe_events_<schema> */
+  char q_events[80], q_heads[80], q_meta[80], q_snaps[80], q_state[80],
+      q_writers[80];
 } pg_store;
 
 /* --- errors --------------------------------------------------------------- */
@@ -239,20 +246,44 @@ static int parse_tags(const uint8_t *p, size_t len, char **arena,
 
 /* --- connection ----------------------------------------------------------- */
 
+#define PG_RETRY_MS 10000         /* reconnecting: budget of one op / group */
+#define PG_BACKOFF_MIN_MS 20      /* first pause, doubled up to the max */
+#define PG_BACKOFF_MAX_MS 1000
+
+static uint64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static void pause_ms(unsigned ms) {
+  struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
 static void quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
 
-static int run(pg_store *s, const char *sql) {
-  PGresult *r = PQexec(s->conn, sql);
+static int run_c(PGconn *c, const char *sql) {
+  PGresult *r = PQexec(c, sql);
   int ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
            PQresultStatus(r) == PGRES_TUPLES_OK;
   int rc = 0;
   if (!ok) {
     char buf[512];
-    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
-                     pg_msg(s->conn, r, buf, sizeof buf));
+    rc = troupe__err(pg_code(c, r), "postgresql: %s",
+                     pg_msg(c, r, buf, sizeof buf));
   }
   PQclear(r);
   return rc;
+}
+
+static int run(pg_store *s, const char *sql) { return run_c(s->conn, sql); }
+
+/* End the current transaction without changing anything (errors are
+ * moot: a lost connection has no transaction left). */
+static void rollback(PGconn *c) {
+  if (PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, "ROLLBACK"));
 }
 
 static int session_setup(pg_store *s) {
@@ -261,146 +292,268 @@ static int session_setup(pg_store *s) {
                                   : "SET synchronous_commit = off");
 }
 
-static int connect_db(pg_store *s) {
-  s->conn = PQconnectdb(s->conninfo);
-  if (!s->conn) return troupe__err(TROUPE_ENOMEM, "postgresql: connection");
-  if (PQstatus(s->conn) != CONNECTION_OK) {
+/* Open a libpq connection; on failure a troupe code with libpq's text
+ * (*out is then NULL). */
+static int connect_conninfo(const char *conninfo, PGconn **out) {
+  *out = NULL;
+  PGconn *c = PQconnectdb(conninfo);
+  if (!c) return troupe__err(TROUPE_ENOMEM, "postgresql: connection");
+  if (PQstatus(c) != CONNECTION_OK) {
     char buf[512];
-    const char *m = trim_msg(PQerrorMessage(s->conn), buf, sizeof buf);
+    const char *m = trim_msg(PQerrorMessage(c), buf, sizeof buf);
     int code = strstr(m, "password") || strstr(m, "authentication")
                    ? TROUPE_EAUTH : TROUPE_ECONNREFUSED;
-    return troupe__err(code, "postgresql: cannot connect: %s", m);
+    int rc = troupe__err(code, "postgresql: cannot connect: %s", m);
+    PQfinish(c);
+    return rc;
   }
-  return session_setup(s);
+  PQsetNoticeProcessor(c, quiet, NULL);
+  *out = c;
+  return 0;
 }
 
-/* Before a group: a lost connection gets one reset. */
-static int ensure_conn(pg_store *s) {
+static int connect_db(pg_store *s) {
+  int rc = connect_conninfo(s->conninfo, &s->conn);
+  return rc < 0 ? rc : session_setup(s);
+}
+
+/* Make sure the connection is up before an op or a group. A lost
+ * connection is re-established with backoff (20 ms doubling to 1 s)
+ * until `deadline`. When that fails the store is marked down: until a
+ * reconnect succeeds, each later call tries once without pausing, so a
+ * queue of ops fails fast with TROUPE_ECONNLOST instead of each one
+ * waiting the whole budget, and the first op after the server is back
+ * succeeds. */
+static int ensure_conn(pg_store *s, uint64_t deadline) {
   if (PQstatus(s->conn) == CONNECTION_OK) return 0;
-  PQreset(s->conn);
-  if (PQstatus(s->conn) != CONNECTION_OK) {
-    char buf[512];
-    return troupe__err(TROUPE_ECONNLOST, "postgresql: reconnect failed: %s",
-                       trim_msg(PQerrorMessage(s->conn), buf, sizeof buf));
+  unsigned delay = PG_BACKOFF_MIN_MS;
+  for (;;) {
+    PQreset(s->conn);
+    if (PQstatus(s->conn) == CONNECTION_OK && session_setup(s) == 0) {
+      s->down = 0;
+      atomic_fetch_add(&s->reconnects, 1);
+      return 0;
+    }
+    if (s->down || now_ms() + delay > deadline) break;
+    pause_ms(delay);
+    delay = delay * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : delay * 2;
   }
-  return session_setup(s);
-}
-
-/* --- schema --------------------------------------------------------------- */
-
-static int create_schema(pg_store *s) {
-  const char *S = s->schema;
-  char sql[4096];
-  snprintf(sql, sizeof sql,
-    "CREATE SCHEMA IF NOT EXISTS \"%s\";"
-    "CREATE TABLE \"%s\".troupe_schema_version ("
-    " version int NOT NULL,"
-    " installed_at timestamptz NOT NULL DEFAULT now());"
-    "INSERT INTO \"%s\".troupe_schema_version (version) VALUES (%d);"
-    "CREATE TABLE \"%s\".meta ("
-    " id int PRIMARY KEY CHECK (id = 1), last_offset bigint NOT NULL);"
-    "INSERT INTO \"%s\".meta VALUES (1, 0);"
-    "CREATE TABLE \"%s\".events ("
-    " persistence_id text COLLATE \"C\" NOT NULL,"
-    " seq_nr bigint NOT NULL,"
-    " ordering bigint NOT NULL,"
-    " xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
-    " manifest text NOT NULL,"
-    " version int NOT NULL,"
-    " payload bytea NOT NULL,"
-    " writer_id bigint NOT NULL,"
-    " ts bigint NOT NULL,"
-    " tags text[] NOT NULL,"
-    " slice int NOT NULL,"
-    " PRIMARY KEY (persistence_id, seq_nr));"
-    "CREATE UNIQUE INDEX events_ordering ON \"%s\".events (ordering);"
-    "CREATE INDEX events_tags ON \"%s\".events USING gin (tags);"
-    "CREATE TABLE \"%s\".heads ("
-    " persistence_id text COLLATE \"C\" PRIMARY KEY,"
-    " highest bigint NOT NULL, deleted_to bigint NOT NULL DEFAULT 0);"
-    "CREATE TABLE \"%s\".snapshots ("
-    " persistence_id text COLLATE \"C\" NOT NULL, seq_nr bigint NOT NULL,"
-    " ts bigint NOT NULL, manifest text NOT NULL, version int NOT NULL,"
-    " state bytea NOT NULL, PRIMARY KEY (persistence_id, seq_nr));"
-    "CREATE TABLE \"%s\".durable_state ("
-    " persistence_id text COLLATE \"C\" PRIMARY KEY,"
-    " revision bigint NOT NULL, ts bigint NOT NULL, manifest text NOT NULL,"
-    " version int NOT NULL, value bytea NOT NULL);",
-    S, S, S, PG_SCHEMA_VERSION, S, S, S, S, S, S, S, S);
-  return run(s, sql);
-}
-
-/* Check (or, for an empty schema and create_if_missing, create) the
- * schema. */
-static int check_schema(pg_store *s) {
-  pg_params p = {0};
-  int rc = 0;
+  s->down = 1;
   char buf[512];
-  if ((rc = run(s, "BEGIN")) < 0) return rc;
-  /* one creator at a time per schema name */
-  pp_text(&p, s->schema, strlen(s->schema));
-  PGresult *r = pp_exec(s->conn,
+  return troupe__err(TROUPE_ECONNLOST, "postgresql: reconnect failed: %s",
+                     trim_msg(PQerrorMessage(s->conn), buf, sizeof buf));
+}
+
+/* --- schema versions and migrations --------------------------------------
+ *
+ * The schema is built by an ordered list of steps; step i brings the
+ * store from version i-1 to i. Each step runs in its own transaction under
+ * the schema's advisory lock and records its row in troupe_schema_version
+ * in that same transaction, so a migration interrupted anywhere resumes
+ * at the first step not recorded. A new store (empty schema and
+ * create_if_missing) runs every step in ONE transaction: two processes
+ * creating the same store never see a half-built one. A step is never
+ * edited once released; a change is a new step. "{S}" stands for the
+ * quoted schema name. */
+typedef struct pg_step {
+  int version;
+  const char *what;
+  const char *sql;
+} pg_step;
+
+static const pg_step pg_steps[] = {
+  {1, "initial schema: events, heads, snapshots, durable_state, the offset "
+      "counter",
+   "CREATE SCHEMA IF NOT EXISTS {S};"
+   "CREATE TABLE IF NOT EXISTS {S}.troupe_schema_version ("
+   " version int NOT NULL,"
+   " installed_at timestamptz NOT NULL DEFAULT now());"
+   "CREATE TABLE {S}.meta ("
+   " id int PRIMARY KEY CHECK (id = 1), last_offset bigint NOT NULL);"
+   "INSERT INTO {S}.meta VALUES (1, 0);"
+   "CREATE TABLE {S}.events ("
+   " persistence_id text COLLATE \"C\" NOT NULL,"
+   " seq_nr bigint NOT NULL,"
+   " ordering bigint NOT NULL,"
+   " xid xid8 NOT NULL DEFAULT pg_current_xact_id(),"
+   " manifest text NOT NULL,"
+   " version int NOT NULL,"
+   " payload bytea NOT NULL,"
+   " writer_id bigint NOT NULL,"
+   " ts bigint NOT NULL,"
+   " tags text[] NOT NULL,"
+   " slice int NOT NULL,"
+   " PRIMARY KEY (persistence_id, seq_nr));"
+   "CREATE UNIQUE INDEX events_ordering ON {S}.events (ordering);"
+   "CREATE INDEX events_tags ON {S}.events USING gin (tags);"
+   "CREATE TABLE {S}.heads ("
+   " persistence_id text COLLATE \"C\" PRIMARY KEY,"
+   " highest bigint NOT NULL, deleted_to bigint NOT NULL DEFAULT 0);"
+   "CREATE TABLE {S}.snapshots ("
+   " persistence_id text COLLATE \"C\" NOT NULL, seq_nr bigint NOT NULL,"
+   " ts bigint NOT NULL, manifest text NOT NULL, version int NOT NULL,"
+   " state bytea NOT NULL, PRIMARY KEY (persistence_id, seq_nr));"
+   "CREATE TABLE {S}.durable_state ("
+   " persistence_id text COLLATE \"C\" PRIMARY KEY,"
+   " revision bigint NOT NULL, ts bigint NOT NULL, manifest text NOT NULL,"
+   " version int NOT NULL, value bytea NOT NULL)"},
+  /* by_slice walks (slice, ordering) one slice at a time; `writers`
+   * holds the token of each store's last committed group, so a group
+   * whose COMMIT reply was lost with the connection is resolved by
+   * reading it back. The index build blocks writers for its duration
+   * (CONCURRENTLY cannot run in a transaction): migrate offline. */
+  {2, "index events (slice, ordering) for by_slice; table writers (last "
+      "group token per store) to resolve commits cut by a lost connection",
+   "CREATE INDEX events_slice ON {S}.events (slice, ordering);"
+   "CREATE TABLE {S}.writers ("
+   " writer bigint PRIMARY KEY, token bigint NOT NULL,"
+   " at timestamptz NOT NULL DEFAULT now())"},
+};
+
+#define PG_SCHEMA_VERSION ((int)(sizeof pg_steps / sizeof pg_steps[0]))
+
+/* `sql` with every "{S}" replaced by the quoted schema name; heap. */
+static char *expand(const char *sql, const char *schema) {
+  size_t n = 0, sl = strlen(schema) + 2;
+  for (const char *p = sql; (p = strstr(p, "{S}")); p += 3) n++;
+  char *out = malloc(strlen(sql) + n * sl + 1), *o = out;
+  if (!out) return NULL;
+  for (const char *p = sql;;) {
+    const char *q = strstr(p, "{S}");
+    size_t k = q ? (size_t)(q - p) : strlen(p);
+    memcpy(o, p, k);
+    o += k;
+    if (!q) break;
+    o += sprintf(o, "\"%s\"", schema);
+    p = q + 3;
+  }
+  *o = 0;
+  return out;
+}
+
+/* Inside a transaction: take the schema's advisory lock (held to the end
+ * of the transaction) and read its version: 0 for a missing or empty
+ * schema, -1 for a schema holding tables but no troupe_schema_version
+ * (not a troupe store). */
+static int lock_and_read(PGconn *c, const char *schema, int *version) {
+  pg_params p = {0};
+  char buf[512], sql[200];
+  int rc = 0;
+  *version = 0;
+  pp_text(&p, schema, strlen(schema));
+  PGresult *r = pp_exec(c,
       "SELECT pg_advisory_xact_lock(hashtext('troupe:' || $1::text)),"
-      " to_regclass(quote_ident($1::text) || '.troupe_schema_version') IS NOT NULL,"
+      " to_regclass(quote_ident($1::text) || '.troupe_schema_version')"
+      " IS NOT NULL,"
       " (SELECT count(*) FROM pg_class c JOIN pg_namespace n"
       "  ON n.oid = c.relnamespace WHERE n.nspname = $1::text)", &p);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
-                     pg_msg(s->conn, r, buf, sizeof buf));
+    rc = troupe__err(pg_code(c, r), "postgresql: %s",
+                     pg_msg(c, r, buf, sizeof buf));
     goto out;
   }
   int has_version = *PQgetvalue(r, 0, 1) != 0;
   int64_t nrel = col_i64(r, 0, 2);
   PQclear(r);
   r = NULL;
-  if (has_version) {
-    char sql[200];
-    snprintf(sql, sizeof sql,
-             "SELECT max(version) FROM \"%s\".troupe_schema_version", s->schema);
-    pp_reset(&p);
-    r = pp_exec(s->conn, sql, &p);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-      rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
-                       pg_msg(s->conn, r, buf, sizeof buf));
-      goto out;
-    }
-    int32_t v = PQgetisnull(r, 0, 0) ? 0 : col_i32(r, 0, 0);
-    if (v < PG_SCHEMA_VERSION)
-      rc = troupe__err(TROUPE_ESCHEMA,
-                       "postgresql schema \"%s\" has version %d, this troupe "
-                       "uses %d: run `troupe journal migrate`",
-                       s->schema, (int)v, PG_SCHEMA_VERSION);
-    else if (v > PG_SCHEMA_VERSION)
-      rc = troupe__err(TROUPE_ESCHEMA,
-                       "postgresql schema \"%s\" has version %d, newer than "
-                       "this troupe's %d: upgrade troupe (`troupe journal "
-                       "migrate` cannot go back)",
-                       s->schema, (int)v, PG_SCHEMA_VERSION);
-  } else if (nrel > 0) {
-    rc = troupe__err(TROUPE_ESCHEMA,
-                     "postgresql schema \"%s\" holds tables but no "
-                     "troupe_schema_version: not a troupe store (see "
-                     "`troupe journal migrate`)", s->schema);
-  } else if (!s->base.opts.create_if_missing) {
-    rc = troupe__err(TROUPE_ENOENT,
-                     "postgresql schema \"%s\" has no troupe store "
-                     "(create_if_missing is off)", s->schema);
-  } else {
-    rc = create_schema(s);
+  if (!has_version) {
+    *version = nrel > 0 ? -1 : 0;
+    goto out;
   }
+  snprintf(sql, sizeof sql,
+           "SELECT max(version) FROM \"%s\".troupe_schema_version", schema);
+  pp_reset(&p);
+  r = pp_exec(c, sql, &p);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = troupe__err(pg_code(c, r), "postgresql: %s",
+                     pg_msg(c, r, buf, sizeof buf));
+    goto out;
+  }
+  /* a version table without valid rows: a creation that never committed
+   * cannot leave one, so someone changed it; not ours to guess */
+  *version = PQgetisnull(r, 0, 0) ? -1 : col_i32(r, 0, 0);
+  if (*version < 1) *version = -1;
 out:
   PQclear(r);
   pp_free(&p);
+  return rc;
+}
+
+/* Run one step and record its version (inside the caller's
+ * transaction). */
+static int apply_step(PGconn *c, const char *schema, const pg_step *st) {
+  char *sql = expand(st->sql, schema);
+  if (!sql) return troupe__err(TROUPE_ENOMEM, "postgresql: migration");
+  int rc = run_c(c, sql);
+  free(sql);
+  if (rc < 0) return rc;
+  char rec[200];
+  snprintf(rec, sizeof rec,
+           "INSERT INTO \"%s\".troupe_schema_version (version) VALUES (%d)",
+           schema, st->version);
+  return run_c(c, rec);
+}
+
+static int err_foreign(const char *schema) {
+  return troupe__err(TROUPE_ESCHEMA,
+                     "postgresql schema \"%s\" holds tables but no "
+                     "troupe_schema_version rows: not a troupe store (see "
+                     "`troupe journal migrate`)", schema);
+}
+
+static int err_newer(const char *schema, int v) {
+  return troupe__err(TROUPE_ESCHEMA,
+                     "postgresql schema \"%s\" has version %d, newer than "
+                     "this troupe's %d: upgrade troupe (`troupe journal "
+                     "migrate` cannot go back)", schema, v,
+                     PG_SCHEMA_VERSION);
+}
+
+/* At open: check the version (or, for an empty schema and
+ * create_if_missing, create the store at the current version), and
+ * forget the group tokens of stores gone for a week. */
+static int check_schema(pg_store *s) {
+  int rc, v = 0;
+  if ((rc = run(s, "BEGIN")) < 0) return rc;
+  if ((rc = lock_and_read(s->conn, s->schema, &v)) < 0) goto out;
+  if (v < 0) {
+    rc = err_foreign(s->schema);
+  } else if (v > PG_SCHEMA_VERSION) {
+    rc = err_newer(s->schema, v);
+  } else if (v > 0 && v < PG_SCHEMA_VERSION) {
+    rc = troupe__err(TROUPE_ESCHEMA,
+                     "postgresql schema \"%s\" has version %d, this troupe "
+                     "uses %d: run `troupe journal migrate` (%d step%s)",
+                     s->schema, v, PG_SCHEMA_VERSION, PG_SCHEMA_VERSION - v,
+                     PG_SCHEMA_VERSION - v > 1 ? "s" : "");
+  } else if (v == 0 && !s->base.opts.create_if_missing) {
+    rc = troupe__err(TROUPE_ENOENT,
+                     "postgresql schema \"%s\" has no troupe store "
+                     "(create_if_missing is off)", s->schema);
+  } else if (v == 0) {
+    for (int i = 0; i < PG_SCHEMA_VERSION && rc == 0; i++)
+      rc = apply_step(s->conn, s->schema, &pg_steps[i]);
+  } else {
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "DELETE FROM %s WHERE at < now() - interval '7 days'",
+             s->q_writers);
+    rc = run(s, sql);
+  }
+out:
   if (rc == 0) return run(s, "COMMIT");
-  PGresult *rb = PQexec(s->conn, "ROLLBACK");
-  PQclear(rb);
+  rollback(s->conn);
   return rc;
 }
 
 /* --- spec ---------------------------------------------------------------- */
 
+/* At most 49 bytes: the NOTIFY channel "troupe_events_<schema>" must stay
+ * under PostgreSQL's 64-byte identifier limit. */
+#define PG_SCHEMA_MAX 49
+
 static int valid_schema(const char *v, size_t n) {
-  if (n == 0 || n > 63) return 0;
+  if (n == 0 || n > PG_SCHEMA_MAX) return 0;
   if (!(islower((unsigned char)v[0]) || v[0] == '_')) return 0;
   for (size_t i = 0; i < n; i++)
     if (!(islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) ||
@@ -430,7 +583,7 @@ static int split_spec(const char *path, char **conninfo, char *schema) {
       if (!valid_schema(v, n)) {
         free(c);
         return troupe__err(TROUPE_EINVAL,
-                           "postgresql spec: schema must be 1..63 of "
+                           "postgresql spec: schema must be 1..49 of "
                            "[a-z0-9_], not starting with a digit");
       }
       memcpy(schema, v, n);
@@ -451,6 +604,114 @@ static int split_spec(const char *path, char **conninfo, char *schema) {
   }
   *conninfo = c;
   return 0;
+}
+
+/* --- schema status and migrate (their own connection) --------------------- */
+
+static int admin_open(const char *path, PGconn **c, char *schema) {
+  char *conninfo = NULL;
+  *c = NULL;
+  int rc = split_spec(path, &conninfo, schema);
+  if (rc == 0) rc = connect_conninfo(conninfo, c);
+  free(conninfo);
+  return rc;
+}
+
+/* Lock the schema and read its version in a transaction left open. */
+static int admin_read(PGconn *c, const char *schema, int *v) {
+  int rc = run_c(c, "BEGIN");
+  if (rc == 0) rc = lock_and_read(c, schema, v);
+  return rc;
+}
+
+static int pg_schema(const char *path, troupe_schema_status *out) {
+  char schema[64];
+  PGconn *c;
+  int v = 0, rc = admin_open(path, &c, schema);
+  if (rc == 0) rc = admin_read(c, schema, &v);
+  if (rc == 0) {
+    out->found = v > 0 ? v : 0;
+    out->supported = PG_SCHEMA_VERSION;
+    out->pending = v > 0 && v < PG_SCHEMA_VERSION ? PG_SCHEMA_VERSION - v : 0;
+    if (v < 0) rc = err_foreign(schema);
+    else if (v == 0)
+      rc = troupe__err(TROUPE_ENOENT, "postgresql schema \"%s\" has no "
+                       "troupe store", schema);
+  }
+  if (c) {
+    rollback(c);
+    PQfinish(c);
+  }
+  return rc;
+}
+
+static int pg_migrate(const char *path, int dry_run, troupe_migrate_cb cb,
+                      void *data) {
+  char schema[64];
+  PGconn *c;
+  int v = 0, done = 0, rc = admin_open(path, &c, schema);
+  if (rc == 0) rc = admin_read(c, schema, &v);
+  if (rc == 0) {
+    if (v < 0) rc = err_foreign(schema);
+    else if (v == 0)
+      rc = troupe__err(TROUPE_ENOENT, "postgresql schema \"%s\" has no "
+                       "troupe store (opening it with create_if_missing "
+                       "creates a current one)", schema);
+    else if (v > PG_SCHEMA_VERSION) rc = err_newer(schema, v);
+  }
+  if (c) rollback(c);
+  for (int i = v; rc == 0 && i < PG_SCHEMA_VERSION; i++) {
+    const pg_step *st = &pg_steps[i];
+    if (dry_run) {
+      if (cb) cb(st->version - 1, st->version, st->what, 1, data);
+      done++;
+      continue;
+    }
+    /* its own transaction; another migrator may have got here first */
+    int cur = 0;
+    if ((rc = admin_read(c, schema, &cur)) < 0) break;
+    if (cur >= st->version) {
+      rollback(c);
+      continue;
+    }
+    if (cur != st->version - 1) {
+      rollback(c);
+      rc = troupe__err(TROUPE_ESCHEMA, "postgresql schema \"%s\": version "
+                       "%d changed under the migration", schema, cur);
+      break;
+    }
+    if ((rc = apply_step(c, schema, st)) == 0 &&
+        (rc = run_c(c, "COMMIT")) == 0) {
+      done++;
+      if (cb) cb(st->version - 1, st->version, st->what, 0, data);
+    } else {
+      rollback(c);
+    }
+  }
+  if (c) PQfinish(c);
+  return rc < 0 ? rc : done;
+}
+
+/* Tests: create a store at an older schema version (see internal.h). */
+int jnl_pg_create_version(const char *spec, int version) {
+  if (!spec || version < 1 || version > PG_SCHEMA_VERSION)
+    return troupe__err(TROUPE_EINVAL, "create_version: bad arguments");
+  if (strncmp(spec, "pg:", 3) == 0) spec += 3;
+  char schema[64];
+  PGconn *c;
+  int v = 0, rc = admin_open(spec, &c, schema);
+  if (rc == 0) rc = admin_read(c, schema, &v);
+  if (rc == 0 && v != 0)
+    rc = troupe__err(TROUPE_EEXIST, "postgresql schema \"%s\" is not empty",
+                     schema);
+  for (int i = 0; rc == 0 && i < version; i++)
+    rc = apply_step(c, schema, &pg_steps[i]);
+  if (rc == 0) rc = run_c(c, "COMMIT");
+  if (c) {
+    if (rc < 0) rollback(c);
+    PQfinish(c);
+  }
+  return rc;
 }
 
 /* --- reads ---------------------------------------------------------------- */
@@ -482,31 +743,61 @@ static void r_highest(pg_store *s, jnl_op *op, pg_params *p) {
   PQclear(r);
 }
 
-/* Paged event reads (replay, by-tag): one keyset query per page inside a
- * REPEATABLE READ transaction. Columns: pid, seq, ordering, manifest,
- * version, payload, writer, ts, tags. */
+/* A slice range at most this wide is read one slice at a time from the
+ * (slice, ordering) index: each page costs at most width * (page + 1)
+ * index entries. A wider one walks the ordering index and filters, about
+ * page * 1024 / width rows a page; the two meet near 32. */
+#define PG_SLICE_NARROW 32
+
+/* Paged event reads (replay, by-tag, by-slice): one keyset query per page
+ * inside one REPEATABLE READ transaction (one read view for the whole
+ * op). Columns: pid, seq, ordering, manifest, version, payload, writer,
+ * ts, tags. op->scratch is set once a page was delivered (the op can no
+ * longer be retried after a lost connection). */
 static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
-  int tag = op->kind == JNL_OP_BY_TAG;
-  uint64_t max = tag ? op->b : op->c, got = 0;
+  int tag = op->kind == JNL_OP_BY_TAG, slice = op->kind == JNL_OP_BY_SLICE;
+  int by_offset = tag || slice;
+  uint64_t max = by_offset ? op->b : op->c, got = 0;
   uint64_t page = s->base.opts.page_size;
   uint64_t cursor = op->a;          /* after offset / from seq */
-  char sql[600];
+  int32_t lo = (int32_t)(op->c >> 32), hi = (int32_t)(op->c & 0xffffffffu);
+  int narrow = slice && hi - lo < PG_SLICE_NARROW;
+  const char *what = tag ? "by_tag" : slice ? "by_slice" : "replay";
+  char sql[900];
   if (tag)
     snprintf(sql, sizeof sql,
              "SELECT persistence_id, seq_nr, ordering, manifest, version,"
              " payload, writer_id, ts, tags FROM %s"
              " WHERE tags @> ARRAY[$1::text] AND ordering > $2"
              " ORDER BY ordering LIMIT $3", s->q_events);
+  else if (narrow)
+    /* the first $4 offsets of each slice, merged, then their rows */
+    snprintf(sql, sizeof sql,
+             "SELECT e.persistence_id, e.seq_nr, e.ordering, e.manifest,"
+             " e.version, e.payload, e.writer_id, e.ts, e.tags"
+             " FROM (SELECT x.ordering FROM generate_series($1::int4,"
+             " $2::int4) AS g(sl) CROSS JOIN LATERAL (SELECT ordering"
+             " FROM %s WHERE slice = g.sl AND ordering > $3"
+             " ORDER BY ordering LIMIT $4) x ORDER BY x.ordering LIMIT $4) o"
+             " JOIN %s e ON e.ordering = o.ordering ORDER BY e.ordering",
+             s->q_events, s->q_events);
+  else if (slice)
+    snprintf(sql, sizeof sql,
+             "SELECT persistence_id, seq_nr, ordering, manifest, version,"
+             " payload, writer_id, ts, tags FROM %s"
+             " WHERE slice BETWEEN $1 AND $2 AND ordering > $3"
+             " ORDER BY ordering LIMIT $4", s->q_events);
   else
     snprintf(sql, sizeof sql,
              "SELECT persistence_id, seq_nr, ordering, manifest, version,"
              " payload, writer_id, ts, tags FROM %s"
              " WHERE persistence_id = $1 AND seq_nr >= $2 AND seq_nr <= $3"
              " ORDER BY seq_nr LIMIT $4", s->q_events);
-  /* a replay walks the primary key: with statistics that lag a fast
-   * growing table the planner would rather bitmap-scan all the rest of
-   * the stream and sort it for every page */
-  int brc = run(s, tag ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+  /* A replay walks the primary key and a wide by-slice the ordering
+   * index: with statistics that lag a fast growing table the planner
+   * would rather bitmap-scan all the rest and sort it for every page. */
+  int brc = run(s, tag || narrow
+                       ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
                        : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
                          "SET LOCAL enable_bitmapscan = off;"
                          "SET LOCAL enable_sort = off");
@@ -530,13 +821,17 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
     if (tag) {
       pp_text(p, op->str, op->str_len);
       pp_u64(p, cursor);
+    } else if (slice) {
+      pp_i32(p, lo);
+      pp_i32(p, hi);
+      pp_u64(p, cursor);
     } else {
       pp_text(p, op->pid, op->pid_len);
       pp_u64(p, cursor);
       pp_u64(p, op->b);
     }
     pp_i64(p, (int64_t)want + 1);           /* one row of lookahead */
-    PGresult *r = exec_ok(s, op, sql, p, tag ? "by_tag" : "replay");
+    PGresult *r = exec_ok(s, op, sql, p, what);
     if (!r) goto out;
     int rows = PQntuples(r);
     int n = rows > (int)want ? (int)want : rows;
@@ -578,7 +873,8 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
     }
     got += (uint64_t)n;
     int done = rows <= (int)want || (max && got >= max);
-    if (n) cursor = tag ? ev[n - 1].offset : ev[n - 1].seq + 1;
+    if (n) cursor = by_offset ? ev[n - 1].offset : ev[n - 1].seq + 1;
+    op->scratch = 1;
     int stop = jnl_op_emit_events(op, ev, (size_t)n, done);
     PQclear(r);
     if (stop || done) break;
@@ -662,23 +958,33 @@ static void r_state_get(pg_store *s, jnl_op *op, pg_params *p) {
   PQclear(r);
 }
 
+/* A read that lost its connection before delivering anything is run
+ * again on a new one (within the reconnect budget); one that delivered a
+ * page fails with TROUPE_ECONNLOST (its reader continues from what it
+ * saw). */
 static void do_read(pg_store *s, jnl_op *op) {
   pg_params p = {0};
-  int rc = ensure_conn(s);
-  if (rc < 0) {
-    jnl_op_fail(op, rc, "%s", troupe_errmsg());
-  } else {
+  uint64_t deadline = now_ms() + PG_RETRY_MS;
+  for (;;) {
+    int rc = ensure_conn(s, deadline);
+    if (rc < 0) {
+      jnl_op_fail(op, rc, "%s", troupe_errmsg());
+      break;
+    }
+    jnl_op_fail(op, 0, NULL);
+    pp_reset(&p);
     switch (op->kind) {
     case JNL_OP_HIGHEST: r_highest(s, op, &p); break;
     case JNL_OP_REPLAY:
-    case JNL_OP_BY_TAG: r_events(s, op, &p); break;
-    case JNL_OP_BY_SLICE:
-      jnl_op_fail(op, TROUPE_EUNSUPPORTED, "by_slice: not yet on PostgreSQL");
-      break;
+    case JNL_OP_BY_TAG:
+    case JNL_OP_BY_SLICE: r_events(s, op, &p); break;
     case JNL_OP_LIST_IDS: r_list_ids(s, op, &p); break;
     case JNL_OP_SNAP_LOAD: r_snap_load(s, op, &p); break;
     case JNL_OP_STATE_GET: r_state_get(s, op, &p); break;
     }
+    if (op->status != TROUPE_ECONNLOST || op->scratch || op->finished ||
+        PQstatus(s->conn) == CONNECTION_OK || now_ms() >= deadline)
+      break;
   }
   pp_free(&p);
   jnl_op_complete(op);
@@ -923,10 +1229,15 @@ static void conflict(jnl_op *op, uint64_t actual, const char *what) {
               (unsigned long long)actual);
 }
 
-static void write_group(pg_store *s, pg_group *g) {
+/* One attempt at a group: 0 when it committed (ops carry their own
+ * results: conflicts, heads, counts), else the error that failed the
+ * whole group with its text in err. *committing is set once the COMMIT
+ * was sent: after that a lost connection leaves the outcome unknown. */
+static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
+                         size_t errn, int *committing) {
   pg_params p = {0};
-  char err[512] = "";
-  int rc = 0, committing = 0;
+  int rc = 0;
+  *committing = 0;
   int has_append = 0, has_jids = 0, has_state = 0;
   char sql[600];
   for (size_t i = 0; i < g->n; i++) {
@@ -935,14 +1246,10 @@ static void write_group(pg_store *s, pg_group *g) {
     if (k == JNL_OP_DELETE) has_jids = 1;
     if (k == JNL_OP_STATE_PUT || k == JNL_OP_STATE_DELETE) has_state = 1;
   }
-  if ((rc = ensure_conn(s)) < 0) {
-    snprintf(err, sizeof err, "%s", troupe_errmsg());
-    goto fail;
-  }
   /* --- round trip 1: lock what the checks read --- */
   if (!PQenterPipelineMode(s->conn)) {
     rc = TROUPE_EIO;
-    pg_msg(s->conn, NULL, err, sizeof err);
+    pg_msg(s->conn, NULL, err, errn);
     goto fail;
   }
   PGresult *res[4] = {NULL, NULL, NULL, NULL};
@@ -989,13 +1296,13 @@ static void write_group(pg_store *s, pg_group *g) {
   }
   PQpipelineSync(s->conn);
   PGresult *all[8] = {0};
-  rc = drain(s, all, nst, err, sizeof err);
+  rc = drain(s, all, nst, err, errn);
   if (rc == 0) {
     if (r_heads >= 0) res[0] = all[r_heads];
     if (r_meta >= 0) res[1] = all[r_meta];
     if (r_state >= 0) res[2] = all[r_state];
   }
-  uint64_t offset = 0;
+  uint64_t offset = 0, first_offset = 0;
   if (rc == 0) {
     if (res[0])
       for (int i = 0; i < PQntuples(res[0]); i++) {
@@ -1007,10 +1314,10 @@ static void write_group(pg_store *s, pg_group *g) {
         k->has_head = 1;
       }
     if (res[1] && PQntuples(res[1]) == 1)
-      offset = (uint64_t)col_i64(res[1], 0, 0);
+      first_offset = offset = (uint64_t)col_i64(res[1], 0, 0);
     else if (has_append && rc == 0) {
       rc = TROUPE_ECORRUPT;
-      snprintf(err, sizeof err, "postgresql: %s has no offset row", s->q_meta);
+      snprintf(err, errn, "postgresql: %s has no offset row", s->q_meta);
     }
     if (res[2])
       for (int i = 0; i < PQntuples(res[2]); i++) {
@@ -1166,11 +1473,11 @@ static void write_group(pg_store *s, pg_group *g) {
   if (rc == 0) rc = send_heads(s, g, &p, &nst);
   ins_free(&ins);
   if (rc < 0) {
-    snprintf(err, sizeof err, "postgresql: building the batch: %s",
+    snprintf(err, errn, "postgresql: building the batch: %s",
              troupe_strerror(rc));
     goto pipe_fail;
   }
-  if (has_append) {
+  if (offset > first_offset) {
     snprintf(sql, sizeof sql, "UPDATE %s SET last_offset = $1 WHERE id = 1",
              s->q_meta);
     pp_reset(&p);
@@ -1178,19 +1485,40 @@ static void write_group(pg_store *s, pg_group *g) {
     pp_send(s->conn, sql, &p);
     nst++;
   }
+  /* the group's token, read back when the COMMIT's reply is lost */
+  snprintf(sql, sizeof sql,
+           "INSERT INTO %s (writer, token) VALUES ($1, $2) ON CONFLICT"
+           " (writer) DO UPDATE SET token = EXCLUDED.token, at = now()",
+           s->q_writers);
+  pp_reset(&p);
+  pp_i64(&p, (int64_t)s->writer);
+  pp_i64(&p, (int64_t)token);
+  pp_send(s->conn, sql, &p);
+  nst++;
+  if (offset > first_offset) {
+    /* LISTEN troupe_events_<schema>: delivered at commit, in commit
+     * order, the payload is the group's last offset */
+    char last[24];
+    snprintf(last, sizeof last, "%llu", (unsigned long long)offset);
+    pp_reset(&p);
+    pp_text(&p, s->channel, strlen(s->channel));
+    pp_text(&p, last, strlen(last));
+    pp_send(s->conn, "SELECT pg_notify($1, $2)", &p);
+    nst++;
+  }
   PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 1);
   nst++;
-  committing = 1;
+  *committing = 1;
   PQpipelineSync(s->conn);
   {
     PGresult **r2 = calloc((size_t)nst, sizeof *r2);
     if (!r2) {
-      rc = drain(s, NULL, 0, err, sizeof err);
+      rc = drain(s, NULL, 0, err, errn);
       if (rc == 0) {                /* committed; counts unknown */
         for (size_t i = 0; i < g->n; i++) g->ops[i]->scratch = 0;
       }
     } else {
-      rc = drain(s, r2, nst, err, sizeof err);
+      rc = drain(s, r2, nst, err, errn);
       if (rc == 0)
         for (size_t i = 0; i < g->n; i++) {
           jnl_op *op = g->ops[i];
@@ -1207,24 +1535,11 @@ static void write_group(pg_store *s, pg_group *g) {
   if (rc < 0) goto pipe_fail;
   PQexitPipelineMode(s->conn);
   pp_free(&p);
-  /* committed: notify and complete in order */
-  for (size_t i = 0; i < g->n; i++) {
-    jnl_op *op = g->ops[i];
-    if (op->kind == JNL_OP_APPEND && op->status == 0 &&
-        atomic_load(&s->base.nsubs)) {
-      troupe_event *ev;
-      const char **tv;
-      if (jnl_batch_decode(op, &ev, &tv) == 0) jnl_notify(&s->base, ev, op->n);
-      free(ev);
-      free(tv);
-    }
-    jnl_op_complete(op);
-  }
-  return;
+  return 0;
 
 pipe_fail:
   if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF) {
-    if (!committing) {
+    if (!*committing) {
       PQpipelineSync(s->conn);
       char e2[8];
       drain(s, NULL, 0, e2, sizeof e2);
@@ -1237,9 +1552,26 @@ pipe_fail:
   }
 fail:
   pp_free(&p);
-  if (rc == TROUPE_ECONNLOST && committing)
-    snprintf(err + strlen(err), sizeof err - strlen(err),
-             " (connection lost during COMMIT: outcome unknown)");
+  return rc;
+}
+
+/* Finish a committed group: notify subscribers and complete in order. */
+static void group_done(pg_store *s, pg_group *g) {
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op *op = g->ops[i];
+    if (op->kind == JNL_OP_APPEND && op->status == 0 &&
+        atomic_load(&s->base.nsubs)) {
+      troupe_event *ev;
+      const char **tv;
+      if (jnl_batch_decode(op, &ev, &tv) == 0) jnl_notify(&s->base, ev, op->n);
+      free(ev);
+      free(tv);
+    }
+    jnl_op_complete(op);
+  }
+}
+
+static void group_fail(pg_group *g, int rc, const char *err) {
   for (size_t i = 0; i < g->n; i++) {
     jnl_op *op = g->ops[i];
     op->r0 = 0;
@@ -1248,6 +1580,92 @@ fail:
                 strncmp(m, "postgresql", 10) == 0 ? "" : "postgresql: ", m);
     jnl_op_complete(op);
   }
+}
+
+/* Forget what an attempt left in the group and its ops. */
+static void group_reset(pg_group *g) {
+  for (size_t i = 0; i < g->nall; i++) free(g->all[i]);
+  g->nall = 0;
+  jnl_hmap_free(&g->keys);
+  memset(&g->keys, 0, sizeof g->keys);
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op_fail(g->ops[i], 0, NULL);
+    g->ops[i]->r0 = g->ops[i]->scratch = 0;
+  }
+}
+
+/* Did the group with `token` commit? 1 yes, 0 no, or an error. */
+static int token_committed(pg_store *s, uint64_t token) {
+  char sql[200];
+  pg_params p = {0};
+  snprintf(sql, sizeof sql, "SELECT token FROM %s WHERE writer = $1",
+           s->q_writers);
+  pp_i64(&p, (int64_t)s->writer);
+  PGresult *r = pp_exec(s->conn, sql, &p);
+  int rc;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    char buf[400];
+    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
+                     pg_msg(s->conn, r, buf, sizeof buf));
+  } else {
+    rc = PQntuples(r) == 1 && (uint64_t)col_i64(r, 0, 0) == token;
+  }
+  PQclear(r);
+  pp_free(&p);
+  return rc;
+}
+
+/* Run a group to a known outcome. A connection lost before COMMIT was
+ * sent rolled the transaction back: reconnect (with backoff) and run the
+ * group again. One lost after it leaves the outcome unknown: reconnect
+ * and read this store's row in `writers` back: the group's token there
+ * means it committed (report it, once), otherwise run it again with a
+ * new token. Every attempt starts from the heads then locked, so a retry
+ * never duplicates events and a concurrent writer's append turns into a
+ * conflict as it would have anyway. Only when the budget runs out do the
+ * ops fail with TROUPE_ECONNLOST ("outcome unknown" when it could not be
+ * resolved). */
+static void write_group(pg_store *s, pg_group *g) {
+  uint64_t deadline = now_ms() + PG_RETRY_MS;
+  char err[512];
+  int rc;
+  for (;;) {
+    int committing = 0;
+    uint64_t token = ++s->token;
+    err[0] = 0;
+    if ((rc = ensure_conn(s, deadline)) < 0) {
+      snprintf(err, sizeof err, "%s", troupe_errmsg());
+      break;
+    }
+    rc = write_attempt(s, g, token, err, sizeof err, &committing);
+    if (rc == 0) {
+      group_done(s, g);
+      return;
+    }
+    if (rc != TROUPE_ECONNLOST || PQstatus(s->conn) == CONNECTION_OK) break;
+    while (committing) {          /* resolve before anything else */
+      int rc2 = ensure_conn(s, deadline);
+      if (rc2 == 0) rc2 = token_committed(s, token);
+      if (rc2 == 1) {
+        /* the ops' results were set before the COMMIT; only the counts
+         * of snapshot deletes were lost (reported as 0) */
+        group_done(s, g);
+        return;
+      }
+      if (rc2 == 0) committing = 0;
+      else if (now_ms() >= deadline ||
+               (rc2 != TROUPE_ECONNLOST && PQstatus(s->conn) == CONNECTION_OK))
+        break;
+    }
+    if (committing) {
+      snprintf(err + strlen(err), sizeof err - strlen(err),
+               " (connection lost during COMMIT: outcome unknown)");
+      break;
+    }
+    if (now_ms() >= deadline) break;
+    group_reset(g);
+  }
+  group_fail(g, rc, err);
 }
 
 /* --- the connection thread ------------------------------------------------ */
@@ -1331,6 +1749,15 @@ static int pg_open(const char *path, const troupe_store_options *o,
     snprintf(s->q_meta, sizeof s->q_meta, "\"%s\".meta", s->schema);
     snprintf(s->q_snaps, sizeof s->q_snaps, "\"%s\".snapshots", s->schema);
     snprintf(s->q_state, sizeof s->q_state, "\"%s\".durable_state", s->schema);
+    snprintf(s->q_writers, sizeof s->q_writers, "\"%s\".writers", s->schema);
+    snprintf(s->channel, sizeof s->channel, "troupe_events_%s", s->schema);
+    /* this store's row in `writers` and its first group token: random,
+     * so stores (processes, nodes, reopenings) never share a row */
+    if (getrandom(&s->writer, sizeof s->writer, 0) != sizeof s->writer ||
+        getrandom(&s->token, sizeof s->token, 0) != sizeof s->token)
+      rc = troupe__err(TROUPE_EIO, "postgresql store: no random bytes");
+  }
+  if (rc == 0) {
     rc = connect_db(s);
   }
   if (rc == 0) rc = check_schema(s);
@@ -1355,4 +1782,4 @@ static void pg_close(jnl_store *st) {
 }
 
 const jnl_backend_vt jnl_pg_backend = {"postgresql", pg_open, pg_submit,
-                                       pg_close, NULL, NULL};
+                                       pg_close, pg_schema, pg_migrate};

@@ -14,6 +14,7 @@
 #include "troupe/journal.h"
 #include "troupe/snapshot.h"
 #include "troupe/state.h"
+#include "journal/internal.h"      /* jnl_pg_create_version */
 
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -94,7 +95,7 @@ static troupe_event one_event(const char *payload) {
 }
 
 /* Specs used by these tests, dropped at the end. */
-static char owned[32][600];
+static char owned[48][700];
 static int nowned;
 static const char *own(const char *spec) {
   snprintf(owned[nowned], sizeof owned[0], "%s", spec);
@@ -358,6 +359,428 @@ static void test_terminated_connection(void) {
   TT_EQ_INT(troupe_journal_close(j), 0);
 }
 
+/* --- raw libpq helpers: the backend's own way of writing, by hand ------- */
+
+static int exec_ok(PGconn *c, const char *q) {
+  PGresult *r = PQexec(c, q);
+  int ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
+           PQresultStatus(r) == PGRES_TUPLES_OK;
+  if (!ok) fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
+  PQclear(r);
+  return ok ? 0 : -1;
+}
+
+/* One event row and its head, as the backend writes them (inside the
+ * caller's transaction, which holds the meta row). */
+static int raw_event(PGconn *c, const char *schema, const char *pid,
+                     uint64_t seq, uint64_t ordering, const char *tag) {
+  char q[1000];
+  snprintf(q, sizeof q,
+           "INSERT INTO \"%s\".events (persistence_id, seq_nr, ordering,"
+           " manifest, version, payload, writer_id, ts, tags, slice) VALUES"
+           " ('%s', %llu, %llu, 'm', 1, '\\x78'::bytea, 0, 0, ARRAY['%s'],"
+           " %d);"
+           "INSERT INTO \"%s\".heads (persistence_id, highest) VALUES"
+           " ('%s', %llu) ON CONFLICT (persistence_id) DO UPDATE SET"
+           " highest = EXCLUDED.highest;"
+           "UPDATE \"%s\".meta SET last_offset = %llu",
+           schema, pid, (unsigned long long)seq, (unsigned long long)ordering,
+           tag, troupe_journal_slice_of(pid), schema, pid,
+           (unsigned long long)seq, schema, (unsigned long long)ordering);
+  return exec_ok(c, q);
+}
+
+/* Does relation "schema.name" exist? 1, 0, or -1. */
+static int has_relation(const char *schema, const char *name) {
+  PGconn *c = admin();
+  if (!c) return -1;
+  char q[300];
+  snprintf(q, sizeof q, "SELECT to_regclass('\"%s\".%s') IS NOT NULL", schema,
+           name);
+  PGresult *r = PQexec(c, q);
+  int v = PQresultStatus(r) == PGRES_TUPLES_OK
+              ? strcmp(PQgetvalue(r, 0, 0), "t") == 0 : -1;
+  PQclear(r);
+  PQfinish(c);
+  return v;
+}
+
+/* Collects what a paged read delivers. */
+typedef struct collect {
+  uint64_t off[512];
+  char pid[512][16];
+  uint64_t seq[512];
+  size_t n;
+  int status, pages;
+} collect;
+
+static int collect_cb(int status, const troupe_event *ev, size_t n, int done,
+                      void *data) {
+  collect *c = data;
+  (void)done;
+  if (status < 0) {
+    c->status = status;
+    return 1;
+  }
+  c->pages++;
+  for (size_t i = 0; i < n && c->n < 512; i++) {
+    c->off[c->n] = ev[i].offset;
+    c->seq[c->n] = ev[i].seq;
+    snprintf(c->pid[c->n], sizeof c->pid[0], "%s", ev[i].persistence_id);
+    c->n++;
+  }
+  return 0;
+}
+
+typedef struct steps_seen {
+  int n, from[4], to[4], dry[4];
+} steps_seen;
+
+static void step_cb(int from, int to, const char *what, int dry_run,
+                    void *data) {
+  steps_seen *s = data;
+  TT_ASSERT(what && *what);
+  if (s->n < 4) {
+    s->from[s->n] = from;
+    s->to[s->n] = to;
+    s->dry[s->n] = dry_run;
+  }
+  s->n++;
+}
+
+/* A store left at version 1 (events written the v1 way) is refused,
+ * reported, dry-run, migrated in one step (once), and then serves its old
+ * events, by_slice included. */
+static void test_migrate_v1(void) {
+  char spec[600], schema[64];
+  make_spec(spec, sizeof spec, schema, sizeof schema, NULL);
+  own(spec);
+  TT_EQ_INT(jnl_pg_create_version(spec, 1), 0);
+  TT_EQ_INT(jnl_pg_create_version(spec, 1), TROUPE_EEXIST);
+  TT_EQ_INT(has_relation(schema, "events"), 1);
+  TT_EQ_INT(has_relation(schema, "events_slice"), 0);
+  /* 10 ids x 3 events, offsets 1..30, written as v1 wrote them */
+  PGconn *c = admin();
+  TT_ASSERT(c != NULL);
+  TT_EQ_INT(exec_ok(c, "BEGIN"), 0);
+  uint64_t off = 0;
+  for (uint64_t seq = 1; seq <= 3; seq++)
+    for (int i = 0; i < 10; i++) {
+      char pid[16];
+      snprintf(pid, sizeof pid, "a%d", i);
+      TT_EQ_INT(raw_event(c, schema, pid, seq, ++off, "old"), 0);
+    }
+  TT_EQ_INT(exec_ok(c, "COMMIT"), 0);
+  PQfinish(c);
+
+  troupe_store_options o = create_opts();
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(spec, &o, &j), TROUPE_ESCHEMA);
+  TT_ASSERT(strstr(troupe_errmsg(), "troupe journal migrate") != NULL);
+  TT_ASSERT(j == NULL);
+
+  troupe_schema_status st;
+  TT_EQ_INT(troupe_store_schema(spec, &st), 0);
+  TT_EQ_INT(st.found, 1);
+  TT_EQ_INT(st.supported, 2);
+  TT_EQ_INT(st.pending, 1);
+
+  steps_seen seen = {0};
+  TT_EQ_INT(troupe_store_migrate(spec, 1, step_cb, &seen), 1);
+  TT_EQ_INT(seen.n, 1);
+  TT_EQ_INT(seen.from[0], 1);
+  TT_EQ_INT(seen.to[0], 2);
+  TT_EQ_INT(seen.dry[0], 1);
+  TT_EQ_INT(troupe_store_schema(spec, &st), 0);       /* nothing changed */
+  TT_EQ_INT(st.found, 1);
+  TT_EQ_INT(st.pending, 1);
+  TT_EQ_INT(has_relation(schema, "events_slice"), 0);
+  TT_EQ_INT(has_relation(schema, "writers"), 0);
+
+  memset(&seen, 0, sizeof seen);
+  TT_EQ_INT(troupe_store_migrate(spec, 0, step_cb, &seen), 1);
+  TT_EQ_INT(seen.n, 1);
+  TT_EQ_INT(seen.from[0], 1);
+  TT_EQ_INT(seen.to[0], 2);
+  TT_EQ_INT(seen.dry[0], 0);
+  TT_EQ_INT(has_relation(schema, "events_slice"), 1);
+  TT_EQ_INT(has_relation(schema, "writers"), 1);
+  TT_EQ_INT(troupe_store_schema(spec, &st), 0);
+  TT_EQ_INT(st.found, 2);
+  TT_EQ_INT(st.pending, 0);
+  memset(&seen, 0, sizeof seen);                      /* idempotent */
+  TT_EQ_INT(troupe_store_migrate(spec, 0, step_cb, &seen), 0);
+  TT_EQ_INT(troupe_store_migrate(spec, 1, step_cb, &seen), 0);
+  TT_EQ_INT(seen.n, 0);
+
+  TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
+  collect all;
+  memset(&all, 0, sizeof all);
+  TT_EQ_INT(troupe_journal_replay_sync(j, "a3", 1, UINT64_MAX, 0, collect_cb,
+                                       &all), 0);
+  TT_EQ_INT(all.n, 3);
+  TT_EQ_INT(all.seq[2], 3);
+  memset(&all, 0, sizeof all);
+  TT_EQ_INT(troupe_journal_by_slice_sync(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0,
+                                         collect_cb, &all), 0);
+  TT_EQ_INT(all.n, 30);
+  for (size_t i = 0; i < all.n; i++) TT_EQ_INT(all.off[i], i + 1);
+  unsigned sl = (unsigned)troupe_journal_slice_of("a3");
+  memset(&all, 0, sizeof all);
+  TT_EQ_INT(troupe_journal_by_slice_sync(j, sl, sl, 0, 0, collect_cb, &all), 0);
+  TT_ASSERT(all.n >= 3);                 /* another id may share the slice */
+  size_t mine = 0;
+  for (size_t i = 0; i < all.n; i++) {
+    TT_EQ_INT(troupe_journal_slice_of(all.pid[i]), (int)sl);
+    if (strcmp(all.pid[i], "a3") == 0) mine++;
+  }
+  TT_EQ_INT(mine, 3);
+  /* and the store goes on from where v1 left it */
+  troupe_event e = one_event("new");
+  uint64_t h = 0;
+  TT_EQ_INT(troupe_journal_append_sync(j, "a3", 3, &e, 1, &h), 0);
+  TT_EQ_INT(h, 4);
+  memset(&all, 0, sizeof all);
+  TT_EQ_INT(troupe_journal_by_slice_sync(j, sl, sl, 30, 0, collect_cb, &all),
+            0);
+  TT_EQ_INT(all.n, 1);
+  TT_EQ_INT(all.off[0], 31);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
+/* Migrate refuses what it must not touch. */
+static void test_migrate_refuses(void) {
+  char spec[600], schema[64], q[300];
+  make_spec(spec, sizeof spec, schema, sizeof schema, NULL);
+  own(spec);
+  troupe_schema_status st;
+  /* nothing there */
+  TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_ENOENT);
+  TT_EQ_INT(troupe_store_schema(spec, &st), TROUPE_ENOENT);
+  TT_EQ_INT(st.found, 0);
+  TT_EQ_INT(st.supported, 2);
+  /* someone else's tables */
+  snprintf(q, sizeof q,
+           "CREATE SCHEMA \"%s\"; CREATE TABLE \"%s\".events (x int)", schema,
+           schema);
+  TT_EQ_INT(sql(q), 0);
+  TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_ESCHEMA);
+  TT_ASSERT(strstr(troupe_errmsg(), "not a troupe store") != NULL);
+  TT_EQ_INT(troupe_store_migrate(spec, 1, NULL, NULL), TROUPE_ESCHEMA);
+  TT_EQ_INT(troupe_store_schema(spec, &st), TROUPE_ESCHEMA);
+  TT_EQ_INT(has_relation(schema, "troupe_schema_version"), 0);
+  /* a new store is created at the current version in one go */
+  char spec2[600], schema2[64];
+  make_spec(spec2, sizeof spec2, schema2, sizeof schema2, NULL);
+  own(spec2);
+  troupe_store_options o = create_opts();
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(spec2, &o, &j), 0);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+  TT_EQ_INT(troupe_store_schema(spec2, &st), 0);
+  TT_EQ_INT(st.found, 2);
+  TT_EQ_INT(st.pending, 0);
+  TT_EQ_INT(troupe_store_migrate(spec2, 0, NULL, NULL), 0);
+}
+
+/* by_slice on both query shapes (one slice at a time for narrow ranges,
+ * the ordering index for wide ones) with small pages and a max: exactly
+ * the events of the range's ids, in offset order. */
+static void test_by_slice_shapes(void) {
+  char spec[600], schema[64];
+  make_spec(spec, sizeof spec, schema, sizeof schema, NULL);
+  own(spec);
+  troupe_store_options o = create_opts();
+  o.page_size = 7;
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
+  enum { IDS = 60, PER = 4 };
+  int slice[IDS];
+  for (int r = 0; r < PER; r++)
+    for (int i = 0; i < IDS; i++) {
+      char pid[16];
+      snprintf(pid, sizeof pid, "s%d", i);
+      slice[i] = troupe_journal_slice_of(pid);
+      troupe_event e = one_event("x");
+      TT_EQ_INT(troupe_journal_append_sync(j, pid, (uint64_t)r, &e, 1, NULL),
+                0);
+    }
+  /* ranges: one slice, narrow (32 wide), just wide (34), all */
+  unsigned lo0 = (unsigned)slice[0];
+  unsigned ranges[][2] = {{lo0, lo0},
+                          {0, 31},
+                          {lo0 > 33 ? lo0 - 33 : 0, lo0 > 33 ? lo0 : 33},
+                          {0, TROUPE_JOURNAL_SLICES - 1}};
+  for (size_t k = 0; k < sizeof ranges / sizeof ranges[0]; k++) {
+    unsigned lo = ranges[k][0], hi = ranges[k][1];
+    size_t want = 0;
+    for (int i = 0; i < IDS; i++)
+      if ((unsigned)slice[i] >= lo && (unsigned)slice[i] <= hi) want += PER;
+    collect c;
+    memset(&c, 0, sizeof c);
+    TT_EQ_INT(troupe_journal_by_slice_sync(j, lo, hi, 0, 0, collect_cb, &c),
+              0);
+    TT_EQ_INT(c.n, want);
+    for (size_t i = 0; i < c.n; i++) {
+      int s = troupe_journal_slice_of(c.pid[i]);
+      TT_ASSERT((unsigned)s >= lo && (unsigned)s <= hi);
+      if (i) TT_ASSERT(c.off[i] > c.off[i - 1]);
+    }
+    if (want >= 5) {
+      /* continue after the second, at most 3 */
+      collect d;
+      memset(&d, 0, sizeof d);
+      TT_EQ_INT(troupe_journal_by_slice_sync(j, lo, hi, c.off[1], 3,
+                                             collect_cb, &d), 0);
+      TT_EQ_INT(d.n, 3);
+      for (size_t i = 0; i < 3; i++) TT_EQ_INT(d.off[i], c.off[i + 2]);
+    }
+  }
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
+/* The LISTEN/NOTIFY contract: every committed group that appended sends
+ * its last offset on troupe_events_<schema>. */
+static void test_notify(void) {
+  char spec[600], schema[64], q[200];
+  make_spec(spec, sizeof spec, schema, sizeof schema, NULL);
+  own(spec);
+  troupe_store_options o = create_opts();
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
+  PGconn *c = admin();
+  TT_ASSERT(c != NULL);
+  snprintf(q, sizeof q, "LISTEN troupe_events_%s", schema);
+  TT_EQ_INT(exec_ok(c, q), 0);
+  troupe_event ev[3] = {one_event("1"), one_event("2"), one_event("3")};
+  TT_EQ_INT(troupe_journal_append_sync(j, "n", 0, ev, 3, NULL), 0);
+  PGnotify *n = NULL;
+  TT_WAIT_UNTIL(n || (PQconsumeInput(c), (n = PQnotifies(c)) != NULL), 10000);
+  TT_ASSERT(n != NULL);
+  char chan[80];
+  snprintf(chan, sizeof chan, "troupe_events_%s", schema);
+  TT_ASSERT(strcmp(n->relname, chan) == 0);
+  TT_ASSERT(strcmp(n->extra, "3") == 0);
+  PQfreemem(n);
+  /* a conflicting append commits nothing new: no notification; the next
+   * one says 4 */
+  TT_EQ_INT(troupe_journal_append_sync(j, "n", 0, ev, 1, NULL),
+            TROUPE_ECONFLICT);
+  TT_EQ_INT(troupe_journal_append_sync(j, "n", 3, ev, 1, NULL), 0);
+  n = NULL;
+  TT_WAIT_UNTIL(n || (PQconsumeInput(c), (n = PQnotifies(c)) != NULL), 10000);
+  TT_ASSERT(n != NULL);
+  TT_ASSERT(strcmp(n->extra, "4") == 0);
+  PQfreemem(n);
+  PQfinish(c);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
+/* Offsets are taken under the meta row lock and so are assigned in commit
+ * order: a reader continuing from the last offset it saw never skips an
+ * event whose transaction commits late.
+ *
+ * A raw transaction appends the backend's way (lock meta, take offset
+ * N+1, insert) and stays open; the store appends from its thread and
+ * must WAIT for that lock. A reader (another store, its own connection)
+ * sees only up to N. Then the raw transaction commits (N+1), the store's
+ * append follows (N+2), and the reader, continuing from N, gets N+1 and
+ * N+2 with no gap.
+ *
+ * Were offsets taken from a plain sequence, the store's append would not
+ * wait: it would take N+2 and commit while N+1 is still open, the reader
+ * would see N+2 and continue from there, and N+1, committed later, would
+ * never be read. This test fails then at three places: the store's
+ * backend is never seen waiting for a lock, the append completes while
+ * the raw transaction is open, and the reader's first read returns N+2. */
+typedef struct acked {
+  atomic_int done;
+  int status;
+  uint64_t head;
+} acked;
+
+static void acked_cb(int status, uint64_t head, void *data) {
+  acked *a = data;
+  a->status = status;
+  a->head = head;
+  atomic_store(&a->done, 1);
+}
+
+static int count_rows(PGconn *c, const char *q) {
+  PGresult *r = PQexec(c, q);
+  int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0))
+                                               : -1;
+  PQclear(r);
+  return n;
+}
+
+static void test_late_commit(void) {
+  char spec[600], schema[64], app[80], spec2[700], q[400];
+  snprintf(app, sizeof app, "application_name=troupe_late_%d", (int)getpid());
+  make_spec(spec, sizeof spec, schema, sizeof schema, app);
+  own(spec);
+  snprintf(spec2, sizeof spec2, "pg:%s schema=%s application_name=reader",
+           url, schema);
+  troupe_store_options o = create_opts();
+  troupe_journal *w = NULL, *r = NULL;
+  TT_EQ_INT(troupe_journal_open(spec, &o, &w), 0);
+  TT_EQ_INT(troupe_journal_open(spec2, &o, &r), 0);
+  const char *tags[] = {"t"};
+  troupe_event e = one_event("base");
+  e.tags = tags;
+  e.ntags = 1;
+  TT_EQ_INT(troupe_journal_append_sync(w, "base", 0, &e, 1, NULL), 0); /* 1 */
+
+  PGconn *raw = admin(), *mon = admin();
+  TT_ASSERT(raw && mon);
+  TT_EQ_INT(exec_ok(raw, "BEGIN"), 0);
+  snprintf(q, sizeof q,
+           "SELECT last_offset FROM \"%s\".meta WHERE id = 1 FOR UPDATE",
+           schema);
+  TT_EQ_INT(count_rows(raw, q), 1);
+  TT_EQ_INT(raw_event(raw, schema, "late", 1, 2, "t"), 0);   /* offset 2 */
+
+  acked a = {0, 0, 0};
+  e.payload = "early";
+  e.payload_len = 5;
+  TT_EQ_INT(troupe_journal_append(w, "early", 0, &e, 1, acked_cb, &a), 0);
+  snprintf(q, sizeof q,
+           "SELECT count(*) FROM pg_stat_activity WHERE application_name ="
+           " 'troupe_late_%d' AND wait_event_type = 'Lock'", (int)getpid());
+  TT_ASSERT(TT_WAIT_UNTIL(count_rows(mon, q) == 1, 10000));
+  TT_EQ_INT(atomic_load(&a.done), 0);
+
+  follow ft = {0, 0}, fs = {0, 0};
+  TT_EQ_INT(troupe_journal_by_tag_sync(r, "t", 0, 0, follow_cb, &ft), 0);
+  TT_EQ_INT(troupe_journal_by_slice_sync(r, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0,
+                                         follow_cb, &fs), 0);
+  TT_EQ_INT(ft.last, 1);
+  TT_EQ_INT(fs.last, 1);
+
+  TT_EQ_INT(exec_ok(raw, "COMMIT"), 0);
+  TT_ASSERT(TT_WAIT_UNTIL(atomic_load(&a.done), 10000));
+  TT_EQ_INT(a.status, 0);
+  TT_EQ_INT(a.head, 1);
+
+  TT_EQ_INT(troupe_journal_by_tag_sync(r, "t", ft.last, 0, follow_cb, &ft), 0);
+  TT_EQ_INT(troupe_journal_by_slice_sync(r, 0, TROUPE_JOURNAL_SLICES - 1,
+                                         fs.last, 0, follow_cb, &fs), 0);
+  TT_EQ_INT(ft.gaps, 0);
+  TT_EQ_INT(ft.last, 3);
+  TT_EQ_INT(fs.gaps, 0);
+  TT_EQ_INT(fs.last, 3);
+  collect c;
+  memset(&c, 0, sizeof c);
+  TT_EQ_INT(troupe_journal_by_tag_sync(r, "t", 0, 0, collect_cb, &c), 0);
+  TT_EQ_INT(c.n, 3);
+  TT_ASSERT(strcmp(c.pid[1], "late") == 0);     /* commit order */
+  TT_ASSERT(strcmp(c.pid[2], "early") == 0);
+  PQfinish(raw);
+  PQfinish(mon);
+  TT_EQ_INT(troupe_journal_close(w), 0);
+  TT_EQ_INT(troupe_journal_close(r), 0);
+}
+
 int main(int argc, char **argv) {
   url = getenv("TROUPE_PG_URL");
   if (!url || !*url) {
@@ -382,6 +805,11 @@ int main(int argc, char **argv) {
   TT_RUN(test_foreign_schema);
   TT_RUN(test_two_nodes);
   TT_RUN(test_terminated_connection);
+  TT_RUN(test_migrate_v1);
+  TT_RUN(test_migrate_refuses);
+  TT_RUN(test_by_slice_shapes);
+  TT_RUN(test_notify);
+  TT_RUN(test_late_commit);
   int rc2 = tt_done();
   for (int i = 0; i < nowned; i++) drop_schema(owned[i], NULL);
   if (rc == 1 || rc2 == 1) return 1;

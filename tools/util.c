@@ -189,7 +189,7 @@ int tool_open_journal(const char *what, const char *spec, int create,
   o.create_if_missing = create;
   int rc = troupe_journal_open(spec, &o, out);
   if (rc < 0)
-    return tool_err(rc, "cannot open the %s journal %s", what,
+    return tool_err(rc, "cannot open the %s%sjournal %s", what, *what ? " " : "",
                     tool_spec_shown(spec));
   return 0;
 }
@@ -201,7 +201,7 @@ int tool_open_snapshots(const char *what, const char *spec, int create,
   o.create_if_missing = create;
   int rc = troupe_snapshot_store_open(spec, &o, out);
   if (rc < 0)
-    return tool_err(rc, "cannot open the %s snapshot store %s", what,
+    return tool_err(rc, "cannot open the %s%ssnapshot store %s", what, *what ? " " : "",
                     tool_spec_shown(spec));
   return 0;
 }

@@ -1,0 +1,2 @@
+#include "tt.h"
+int main(int argc, char **argv) { tt_init(argc, argv); return tt_done(); }

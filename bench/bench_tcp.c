@@ -9,6 +9,9 @@
  *   tcp-frames mode=oneway  frames through the troupe TCP transport
  *                           (handshake, framing, batching, bounded queue)
  *   tcp-frames mode=pingpong
+ *   tcp-tell mode=oneway    actor to remote actor through remoting over
+ *                           the TCP transport (int32 described message)
+ *   tcp-tell mode=pingpong
  *
  * The one-way figures are counted by the receiver (first frame to last);
  * the ping-pong figures by the side that starts each round trip. Sizes:
@@ -16,12 +19,14 @@
  *
  *   bench_tcp [workload...]     all by default: raw-batched raw-unbatched
  *                               raw-pingpong frames-oneway frames-pingpong
+ *                               tell-oneway tell-pingpong
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE 1
 #endif
 #include "bench_util.h"
 #include "cluster/tcp.h"
+#include <troupe/remote.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +34,13 @@
 #include <unistd.h>
 
 #define PAYLOAD 16
+
+/* Remoting's resolve types; registered here in case the remoting layer
+ * does not register them itself yet (see the report of issue 7). */
+extern troupe_type TROUPE__T_IDENTIFY;
+static void register_types(void);
+
+static troupe_type T_GO_B = {.manifest = "bench.TcpGo", .version = 1, .size = 0};
 
 static long N_ONEWAY, N_UNBATCHED, N_RT;
 static uv_loop_t *loop;
@@ -399,6 +411,139 @@ static int child_frames(bool pingpong, const char *addr, long n) {
 }
 
 /* ------------------------------------------------------------------ */
+/* tcp-tell: actors on two nodes through remoting                      */
+
+typedef struct int_msg { int32_t v; } int_msg;
+static const troupe_field int_fields[] = {TROUPE_FIELD(int_msg, v, I32)};
+static troupe_type T_MSG = TROUPE_TYPE("bench.TcpInt", 1, int_msg, int_fields);
+
+static long tell_n;
+static _Atomic long tell_got;
+static double tell_t0, tell_t1;
+static troupe_ref tell_target;
+
+/* Parent: counts one-way messages; answers pings (v < 0). */
+static int recv_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
+  const int_msg *x = m->data;
+  if (x->v < 0) return troupe_reply(ctx, &T_MSG, x);
+  long got = atomic_fetch_add(&tell_got, 1) + 1;
+  if (got == 1) tell_t0 = bench_now();
+  if (got == tell_n) tell_t1 = bench_now();
+  return 0;
+}
+static const troupe_behavior recv_b = {.name = "recv",
+                                       .receive = recv_receive,
+                                       .mailbox = {.throughput = 4096}};
+
+/* Child: bursts of tells, one burst per turn. */
+typedef struct tsend_st { long sent, rt; } tsend_st;
+static int tsend_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
+  tsend_st *s = st;
+  if (m->type == &T_MSG) {               /* a pong */
+    if (++s->rt == tell_n) {
+      double dt = bench_now() - tell_t0;
+      printf("workload=tcp-tell system=troupe value=%.0f unit=rt/s "
+             "mode=pingpong n=%ld\n", tell_n / dt, tell_n);
+      fflush(stdout);
+      troupe_system_stop(troupe_ctx_system(ctx));
+      return 0;
+    }
+    int_msg ping = {-1};
+    return troupe_send(ctx, tell_target, &T_MSG, &ping);
+  }
+  int_msg v = {1};
+  long n = tell_n - s->sent < 1024 ? tell_n - s->sent : 1024;
+  for (long i = 0; i < n; i++) troupe_tell(tell_target, &T_MSG, &v, TROUPE_REF_NONE);
+  s->sent += n;
+  if (s->sent < tell_n) troupe_send(ctx, troupe_self(ctx), &T_GO_B, NULL);
+  return 0;
+}
+
+static void register_types(void) {
+  troupe_type_register(&T_MSG);
+  if (!troupe_type_lookup(TROUPE__T_IDENTIFY.manifest, 1))
+    troupe_type_register(&TROUPE__T_IDENTIFY);
+  if (!troupe_type_lookup(TROUPE_T_ACTOR_IDENTITY.manifest, 1))
+    troupe_type_register(&TROUPE_T_ACTOR_IDENTITY);
+}
+
+static troupe_system *remote_system(const char *name, const char *listen) {
+  troupe_system *sys = NULL;
+  troupe_system_opts o = {.name = name, .log_level = TROUPE_LOG_WARN};
+  int rc = troupe_system_create(&sys, &o);
+  if (rc) die("system", rc);
+  troupe_remote_opts ro = {.listen = listen, .scheme = "tcp",
+                           .secret = "bench", .secret_len = 5};
+  if ((rc = troupe_remote_start(sys, &ro))) die("remote_start", rc);
+  return sys;
+}
+
+static void run_tell(bool pingpong, long n) {
+  tell_n = n;
+  atomic_store(&tell_got, 0);
+  troupe_system *sys = remote_system("parent", "tcp://127.0.0.1:0");
+  troupe_spawn_opts so = {.name = "recv"};
+  troupe_ref r;
+  int rc = troupe_system_spawn(sys, &recv_b, &so, &r);
+  if (rc) die("spawn", rc);
+  if ((rc = troupe_system_start(sys))) die("start", rc);
+  char addr[128];
+  if ((rc = troupe_remote_address(sys, addr, sizeof addr)) < 0) die("address", rc);
+  pid_t pid = spawn_child(pingpong ? "tell-pingpong" : "tell-oneway", addr, n);
+  if (pingpong) {
+    wait_child(pid);
+  } else {
+    double dl = bench_now() + 60;
+    while (atomic_load(&tell_got) < n && bench_now() < dl) {
+      struct timespec ts = {0, 2000000};
+      nanosleep(&ts, NULL);
+    }
+    long got = atomic_load(&tell_got);
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    if (got < n) {
+      fprintf(stderr, "bench_tcp: tcp-tell: FAILED %ld of %ld (dead letters "
+              "%llu)\n", got, n,
+              (unsigned long long)troupe_system_dead_letters(sys));
+      exit(1);
+    }
+    printf("workload=tcp-tell system=troupe value=%.0f unit=msgs/s "
+           "mode=oneway n=%ld\n", n / (tell_t1 - tell_t0), n);
+  }
+  troupe_system_stop(sys);
+  troupe_system_wait(sys, 0);
+  troupe_system_destroy(sys);
+}
+
+static int child_tell(bool pingpong, const char *addr, long n) {
+  tell_n = n;
+  troupe_system *sys = remote_system("child", "tcp://127.0.0.1:0");
+  int rc = troupe_system_start(sys);
+  if (rc) die("start", rc);
+  char uri[256];
+  snprintf(uri, sizeof uri, "troupe://parent@%s/user/recv", addr);
+  if ((rc = troupe_resolve_blocking(sys, uri, 10000, &tell_target)))
+    die("resolve", rc);
+  static const troupe_behavior sb = {.name = "sender",
+                                     .state_size = sizeof(tsend_st),
+                                     .receive = tsend_receive,
+                                     .mailbox = {.throughput = 1}};
+  troupe_ref s;
+  if ((rc = troupe_system_spawn(sys, &sb, NULL, &s))) die("spawn", rc);
+  tell_t0 = bench_now();
+  if (pingpong) {
+    int_msg ping = {-1};
+    troupe_tell(tell_target, &T_MSG, &ping, s);
+  } else {
+    troupe_tell(s, &T_GO_B, NULL, TROUPE_REF_NONE);
+  }
+  troupe_system_wait(sys, 0);     /* stopped by the last pong, or killed */
+  troupe_system_destroy(sys);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
 
 static bool wanted(int argc, char **argv, const char *name) {
   if (argc <= 1) return true;
@@ -419,6 +564,9 @@ int main(int argc, char **argv) {
     if (strncmp(role, "raw-", 4) == 0) return child_raw(role + 4, addr, n);
     if (strcmp(role, "frames-oneway") == 0) return child_frames(false, addr, n);
     if (strcmp(role, "frames-pingpong") == 0) return child_frames(true, addr, n);
+    register_types();
+    if (strcmp(role, "tell-oneway") == 0) return child_tell(false, addr, n);
+    if (strcmp(role, "tell-pingpong") == 0) return child_tell(true, addr, n);
     return 2;
   }
   if (wanted(argc, argv, "raw-batched")) run_raw("batched", N_ONEWAY);
@@ -426,6 +574,13 @@ int main(int argc, char **argv) {
   if (wanted(argc, argv, "raw-pingpong")) run_raw("pingpong", N_RT);
   if (wanted(argc, argv, "frames-oneway")) run_frames(false, N_ONEWAY);
   if (wanted(argc, argv, "frames-pingpong")) run_frames(true, N_RT);
+  /* Remoting finds the class by scheme through a weak reference; name it
+   * so that the static link keeps the TCP transport. */
+  if (!troupe__transport_tcp.scheme) return 1;
+  register_types();
+  if (wanted(argc, argv, "tell-oneway"))
+    run_tell(false, bench_env_long("BENCH_TCP_TELL_N", 1000000));
+  if (wanted(argc, argv, "tell-pingpong")) run_tell(true, N_RT);
   uv_loop_close(loop);
   return 0;
 }

@@ -211,6 +211,15 @@ static void sock_close(tsock *s) {
   if (s->closing) return;
   tcp *t = s->t;
   s->closing = true;
+  if (s->dirty) {                 /* off the flush list (rare: linear) */
+    for (tsock **pp = &t->dirty; *pp; pp = &(*pp)->dirty_next)
+      if (*pp == s) {
+        *pp = s->dirty_next;
+        break;
+      }
+    s->dirty = false;
+    if (!t->dirty) uv_prepare_stop(&t->prepare);
+  }
   t->st.queued -= s->out.len + s->fly.len;
   if (s->prev) s->prev->next = s->next;
   else t->socks = s->next;

@@ -126,20 +126,22 @@ static int str_body(dr *r, int mt, uint64_t n) {
 static int put_double(dr *r, double d) {
   if (isnan(d)) return PUTS(r, "NaN");
   if (isinf(d)) return d < 0 ? PUTS(r, "-Infinity") : PUTS(r, "Infinity");
-  char tmp[40];
-  snprintf(tmp, sizeof tmp, "%.17g", d);
-  /* the shortest form that reads back the same */
-  for (int prec = 1; prec <= 17; prec++) {
-    char t2[40];
-    snprintf(t2, sizeof t2, "%.*g", prec, d);
-    if (strtod(t2, NULL) == d) {
-      memcpy(tmp, t2, sizeof tmp);
-      break;
-    }
+  /* the fewest significant digits that read back the same value */
+  char tmp[48];
+  int prec = 1;
+  for (; prec < 17; prec++) {
+    snprintf(tmp, sizeof tmp, "%.*e", prec - 1, d);
+    if (strtod(tmp, NULL) == d) break;
   }
-  int rc = put(r, tmp, strlen(tmp));
-  if (!rc && !strpbrk(tmp, ".e")) rc = PUTS(r, ".0");
-  return rc;
+  snprintf(tmp, sizeof tmp, "%.*e", prec - 1, d);
+  const char *e = strchr(tmp, 'e');
+  int exp10 = e ? atoi(e + 1) : 0;
+  if (d == 0) exp10 = 0;
+  if (exp10 >= -5 && exp10 < 21) {     /* plain notation, ".0" at least */
+    int decimals = prec - 1 - exp10;
+    snprintf(tmp, sizeof tmp, "%.*f", decimals < 1 ? 1 : decimals, d);
+  }
+  return put(r, tmp, strlen(tmp));
 }
 
 static double half_to_double(uint16_t h) {

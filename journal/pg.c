@@ -12,23 +12,30 @@
  *   2. The checks run here, in C, op by op (an append whose expected seq
  *      is not the head fails alone with TROUPE_ECONFLICT and the actual
  *      head); the survivors' statements (multi-row INSERTs of events, head
- *      updates, snapshot and state statements, the new offset counter)
- *      and COMMIT are sent as one pipeline.
+ *      updates, snapshot and state statements, the new offset counter),
+ *      the group's token in `writers`, pg_notify('troupe_events_<schema>',
+ *      last offset) when it appended, and COMMIT are sent as one pipeline.
  * A storage error fails every op of the group (nothing is committed).
  *
  * Offsets come from a counter row (meta.last_offset) locked by the
  * writing transaction until it commits: they are gap-free and assigned in
- * commit order across every process writing to the schema, so a by-tag
- * reader continuing from the last offset it saw never skips a late
- * commit. Each event also records its writing transaction (xid8).
+ * commit order across every process writing to the schema, so a reader
+ * continuing by tag or by slice from the last offset it saw never skips a
+ * late commit. Each event also records its writing transaction (xid8).
  *
- * Reads: paged replay and by-tag run in one REPEATABLE READ READ ONLY
- * transaction (one consistent view), one keyset query per page.
+ * Reads: paged replay, by-tag and by-slice run in one REPEATABLE READ
+ * READ ONLY transaction (one consistent view), one keyset query per page;
+ * a narrow slice range walks the (slice, ordering) index slice by slice.
  *
- * Connection loss: every op in flight fails with TROUPE_ECONNLOST (for a
- * write whose COMMIT was sent the detail says the outcome is unknown);
- * the next group tries one PQreset first. Resolving unknown outcomes by
- * checking heads after a reconnect is not done yet (issue 5). */
+ * Schema: an ordered table of migration steps (pg_steps); opening checks
+ * the version, migrate applies the missing steps, one transaction each.
+ *
+ * Connection loss: the thread reconnects with backoff (20 ms doubling to
+ * 1 s, 10 s per op). A group cut before its COMMIT is run again; one cut
+ * after it is resolved by reading its random token back from this store's
+ * row in `writers`: committed → reported once, else run again. Reads are
+ * run again unless a page was delivered. Only when the budget runs out do
+ * ops fail with TROUPE_ECONNLOST; later ops then try once each. */
 #include "journal/internal.h"
 
 #include <ctype.h>

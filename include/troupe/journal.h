@@ -281,7 +281,14 @@ TROUPE_EXTERN int troupe_journal_list_ids(troupe_journal *j, const char *after,
  * are skipped). Events are valid during the call only; the callback
  * must not block (it delays every writer of the store). It may
  * subscribe and unsubscribe (its own subscription too) and submit
- * asynchronous calls.
+ * asynchronous calls. Subscribers see the appends of this store only.
+ * Other processes: on PostgreSQL every transaction that appended events
+ * also runs NOTIFY on the channel "troupe_events_<schema>" with the
+ * transaction's last offset (decimal text) as payload, delivered at
+ * commit in commit order; LISTEN on it from your own connection and read
+ * by_tag / by_slice from the last offset you saw. A notification is only
+ * a wake-up (one is lost when the listener's connection is): the journal
+ * is the truth.
  * On success *out is the subscription, ended with
  * troupe_journal_unsubscribe() or by closing the journal handle.
  * Errors: TROUPE_EINVAL, TROUPE_ECLOSED, TROUPE_ENOMEM.

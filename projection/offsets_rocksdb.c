@@ -133,8 +133,21 @@ static int get_rec(rdb_store *r, const char *pfx, const char *name,
   return 0;
 }
 
+static int rdb_get_locked(rdb_store *r, const char *name, pj_row *row,
+                          pj_ctl *ctl);
+
+/* Store-level reads hold mu: a read-only handle's database may be swapped
+ * for a read-write one (upgrade) */
 static int rdb_get(pj_store *s, const char *name, pj_row *row, pj_ctl *ctl) {
   rdb_store *r = (rdb_store *)s;
+  pthread_mutex_lock(&r->mu);
+  int rc = rdb_get_locked(r, name, row, ctl);
+  pthread_mutex_unlock(&r->mu);
+  return rc;
+}
+
+static int rdb_get_locked(rdb_store *r, const char *name, pj_row *row,
+                          pj_ctl *ctl) {
   memset(row, 0, sizeof *row);
   memset(ctl, 0, sizeof *ctl);
   char *v;
@@ -167,6 +180,7 @@ static int has_name(char **v, size_t n, const char *s, size_t len) {
 
 static int rdb_list(pj_store *s, char ***names, size_t *count) {
   rdb_store *r = (rdb_store *)s;
+  pthread_mutex_lock(&r->mu);
   char **v = NULL;
   size_t n = 0, cap = 0;
   int rc = 0;
@@ -192,6 +206,7 @@ static int rdb_list(pj_store *s, char ***names, size_t *count) {
     }
     rocksdb_iter_destroy(it);
   }
+  pthread_mutex_unlock(&r->mu);
   if (rc < 0) {
     for (size_t i = 0; i < n; i++) free(v[i]);
     free(v);
@@ -292,19 +307,41 @@ static void ingest_requests(rdb_store *r) {
 
 static int rdb_request(pj_store *s, const char *name, int op, uint64_t off) {
   rdb_store *r = (rdb_store *)s;
-  if (r->ro) return queue_request_file(r, name, op, off);
   pthread_mutex_lock(&r->mu);
-  int rc = apply_request(r, name, op, off);
+  int rc = r->ro ? queue_request_file(r, name, op, off)
+                 : apply_request(r, name, op, off);
   pthread_mutex_unlock(&r->mu);
   return rc;
 }
 
+/* A handle opened read-only because another process held the database
+ * (say, the tool for a moment) becomes read-write once the lock is free:
+ * a projection that failed on it succeeds at its next restart. */
+static int upgrade(rdb_store *r) {
+  pthread_mutex_lock(&r->mu);
+  if (r->ro) {
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(r->opts, r->dir, &err);
+    if (db) {
+      rocksdb_close(r->db);
+      r->db = db;
+      r->ro = 0;
+    } else {
+      rocksdb_free(err);
+    }
+  }
+  int ro = r->ro;
+  pthread_mutex_unlock(&r->mu);
+  return ro ? troupe__err(TROUPE_EBUSY,
+                          "offset store %s is opened read-only (another "
+                          "process holds the database)", r->dir)
+            : 0;
+}
+
 static int rdb_session_open(pj_store *s, pj_session **out) {
   rdb_store *r = (rdb_store *)s;
-  if (r->ro)
-    return troupe__err(TROUPE_EBUSY,
-                       "offset store %s is opened read-only (another process "
-                       "holds the database)", r->dir);
+  int rc = upgrade(r);
+  if (rc < 0) return rc;
   pj_session *ss = calloc(1, sizeof *ss);
   if (!ss) return troupe__err(TROUPE_ENOMEM, "offset store session");
   ss->store = s;
@@ -323,8 +360,9 @@ static int rdb_load(pj_session *ss, const char *name, pj_row *row,
   rdb_store *r = (rdb_store *)ss->store;
   pthread_mutex_lock(&r->mu);
   ingest_requests(r);
+  int rc = rdb_get_locked(r, name, row, ctl);
   pthread_mutex_unlock(&r->mu);
-  return rdb_get(ss->store, name, row, ctl);
+  return rc;
 }
 
 static int rdb_begin(pj_session *ss, const char *name, int check,

@@ -162,7 +162,7 @@ static int rdb_balances_handler(troupe_projection_ctx *ctx,
   return rc;
 }
 
-static int rdb_balances_reset(troupe_projection_ctx *ctx, void *data) {
+static inline int rdb_balances_reset(troupe_projection_ctx *ctx, void *data) {
   (void)data;
   rocksdb_writebatch_t *wb =
       (rocksdb_writebatch_t *)troupe_projection_ctx_writebatch(ctx);
@@ -238,7 +238,7 @@ static int pg_balances_handler(troupe_projection_ctx *ctx,
   return 0;
 }
 
-static int pg_balances_reset(troupe_projection_ctx *ctx, void *data) {
+static inline int pg_balances_reset(troupe_projection_ctx *ctx, void *data) {
   (void)data;
   PGconn *c = (PGconn *)troupe_projection_ctx_pgconn(ctx);
   char sql[160];

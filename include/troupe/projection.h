@@ -83,7 +83,9 @@ TROUPE_EXTERN int troupe_offset_store_open(const char *spec,
 TROUPE_EXTERN void troupe_offset_store_close(troupe_offset_store *s);
 
 /* The RocksDB database of a "rocksdb:" offset store (for reading the read
- * model it holds), else NULL. Owned by the store. */
+ * model it holds), else NULL. Owned by the store. A handle opened
+ * read-only (see above) switches to read-write when a projection starts
+ * on it after the other process let go: fetch the pointer again then. */
 TROUPE_EXTERN struct rocksdb_t *troupe_offset_store_rocksdb(
     troupe_offset_store *s);
 

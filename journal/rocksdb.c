@@ -78,10 +78,20 @@ typedef struct rdb_stream {
 
 typedef struct rdb_store rdb_store;
 
+/* Persistence id names by interned id, per reader thread. An id is never
+ * reused for another name once committed (and readers only see committed
+ * ones), so entries stay valid for the life of the store. */
+#define NC_SLOTS 1024
+typedef struct name_cache {
+  uint64_t id[NC_SLOTS];
+  char *name[NC_SLOTS];
+} name_cache;
+
 typedef struct rdb_reader {
   rdb_store *r;
   pthread_t thread;
   jnl_page page;
+  name_cache *nc;
 } rdb_reader;
 
 struct rdb_store {
@@ -729,14 +739,9 @@ static void r_replay(rdb_store *r, rdb_reader *rd, jnl_op *op) {
   if (!stopped) jnl_op_emit_events(op, pg->ev, pg->n, 1);
 }
 
-typedef struct name_cache {
-  uint64_t id[16];
-  char *name[16];
-} name_cache;
-
 static const char *cached_name(rdb_store *r, const rocksdb_readoptions_t *ro,
                                name_cache *nc, uint64_t id) {
-  unsigned slot = (unsigned)(id % 16);
+  unsigned slot = (unsigned)(id % NC_SLOTS);
   if (nc->name[slot] && nc->id[slot] == id) return nc->name[slot];
   uint8_t k[8];
   jnl_be64(k, id);
@@ -774,7 +779,7 @@ typedef struct index_walk {
   jnl_page *pg;
   const rocksdb_snapshot_t *snap;
   rocksdb_readoptions_t *ro, *get_ro;
-  name_cache nc;
+  name_cache *nc;
   uint64_t count;
   int stopped;
   char *err;
@@ -786,6 +791,7 @@ static void walk_begin(index_walk *w, rdb_store *r, rdb_reader *rd,
   w->r = r;
   w->op = op;
   w->pg = &rd->page;
+  w->nc = rd->nc;
   jnl_page_reset(w->pg);
   w->snap = rocksdb_create_snapshot(r->db);
   w->ro = rocksdb_readoptions_create();
@@ -807,7 +813,7 @@ static int walk_add(index_walk *w, uint64_t id, uint64_t seq,
   if (w->err) return 1;
   if (!ev) return 0;
   jnl_page *pg = w->pg;
-  const char *name = cached_name(w->r, w->get_ro, &w->nc, id);
+  const char *name = cached_name(w->r, w->get_ro, w->nc, id);
   size_t nl = name ? strlen(name) + 1 : 0;
   int rc = name ? 0 : TROUPE_EIO;
   if (rc == 0 && !jnl_page_fits(pg, evl + nl, 1)) {
@@ -836,7 +842,6 @@ static void walk_end(index_walk *w, rocksdb_iterator_t *it,
   rocksdb_readoptions_destroy(w->ro);
   rocksdb_readoptions_destroy(w->get_ro);
   rocksdb_release_snapshot(w->r->db, w->snap);
-  for (int i = 0; i < 16; i++) free(w->nc.name[i]);
   if (w->err) return op_rdb_fail(w->op, w->err, what);
   if (!w->stopped) jnl_op_emit_events(w->op, w->pg->ev, w->pg->n, 1);
 }
@@ -1061,9 +1066,12 @@ static void rdb_free(rdb_store *r) {
   if (r->cache) rocksdb_cache_destroy(r->cache);
   cache_clear(r);
   free(r->streams);
-  if (r->readers)
-    for (uint32_t i = 0; i < r->nreaders; i++)
-      jnl_page_free(&r->readers[i].page);
+  for (uint32_t i = 0; r->readers && i < r->nreaders; i++) {
+    jnl_page_free(&r->readers[i].page);
+    if (r->readers[i].nc)
+      for (int k = 0; k < NC_SLOTS; k++) free(r->readers[i].nc->name[k]);
+    free(r->readers[i].nc);
+  }
   free(r->readers);
   pthread_mutex_destroy(&r->wmu);
   pthread_cond_destroy(&r->wcv);
@@ -1363,7 +1371,8 @@ static int rdb_open(const char *path, const troupe_store_options *o,
   }
   for (uint32_t i = 0; i < r->nreaders; i++) {
     r->readers[i].r = r;
-    if (jnl_page_init(&r->readers[i].page, o->page_size) < 0 ||
+    if (!(r->readers[i].nc = calloc(1, sizeof *r->readers[i].nc)) ||
+        jnl_page_init(&r->readers[i].page, o->page_size) < 0 ||
         pthread_create(&r->readers[i].thread, NULL, reader_main,
                        &r->readers[i]) != 0) {
       /* stop the readers already running */

@@ -46,6 +46,12 @@ run() {
   "$@" >"$tmp/out" 2>"$tmp/err"
   got=$?
   set -e
+  # a sanitizer report may exit with a status a test expects (1)
+  if grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' \
+       -e 'runtime error:' "$tmp/err"; then
+    cat "$tmp/err" >&2
+    fail "\`$*\`: sanitizer report"
+  fi
   if [ "$got" -ne "$want" ]; then
     echo "--- stdout" >&2; cat "$tmp/out" >&2
     echo "--- stderr" >&2; cat "$tmp/err" >&2

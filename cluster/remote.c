@@ -20,6 +20,14 @@
 static pthread_mutex_t rnode_lock = PTHREAD_MUTEX_INITIALIZER;
 static troupe__rnode *rnodes;
 
+/* Is the owner node index still an open local system? An owner that was
+ * destroyed (a test's earlier system, a restarted worker) hands the node
+ * over to the next system with remoting that names it. */
+static bool owner_alive(uint64_t owner) {
+  troupe__node *n = owner ? troupe__node_get(owner) : NULL;
+  return n && atomic_load(&n->sys) != NULL;
+}
+
 int troupe__rnode_get(const char *name, size_t nlen, const char *addr,
                       size_t alen, uint64_t owner, troupe__rnode **out) {
   if (nlen == 0 || nlen >= sizeof rnodes->name || alen == 0 ||
@@ -31,7 +39,7 @@ int troupe__rnode_get(const char *name, size_t nlen, const char *addr,
   for (troupe__rnode *r = rnodes; r; r = r->next) {
     if (strlen(r->name) == nlen && memcmp(r->name, name, nlen) == 0 &&
         strlen(r->address) == alen && memcmp(r->address, addr, alen) == 0) {
-      if (!r->owner && owner) r->owner = owner;
+      if (owner && !owner_alive(r->owner)) r->owner = owner;
       pthread_mutex_unlock(&rnode_lock);
       *out = r;
       return 0;
@@ -84,11 +92,9 @@ int troupe__remote_node(troupe_system *sys, const char *name, size_t nlen,
 /* ------------------------------------------------------------------ */
 /* Transports */
 
-/* Weak: a build without one of them still links (the table skips it). */
-extern const troupe__transport_class troupe__transport_tcp
-    __attribute__((weak));
-extern const troupe__transport_class troupe__transport_mem
-    __attribute__((weak));
+/* Strong references: a weak one would not pull tcp.o out of a static
+ * library, and remoting over TCP would find no transport. */
+extern const troupe__transport_class troupe__transport_tcp;
 
 const troupe__transport_class *troupe__transport_find(const char *scheme,
                                                       size_t len) {
@@ -97,7 +103,7 @@ const troupe__transport_class *troupe__transport_find(const char *scheme,
   };
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     const troupe__transport_class *c = all[i];
-    if (c && strlen(c->scheme) == len && memcmp(c->scheme, scheme, len) == 0)
+    if (strlen(c->scheme) == len && memcmp(c->scheme, scheme, len) == 0)
       return c;
   }
   return NULL;
@@ -301,6 +307,20 @@ static int rlink_send(rlink *l, troupe__env *e) {
   return TROUPE_ECLOSED;
 }
 
+static void on_lost_timer(uv_timer_t *h);
+
+/* Start (or restart) the node-lost timer of a link that is not up. */
+static void lost_timer_start(rlink *l) {
+  remoting *r = l->r;
+  if (!l->timer_inited) {
+    uv_timer_init(&r->sys->loop, &l->lost_timer);
+    l->lost_timer.data = l;
+    l->timer_inited = true;
+    r->open_timers++;
+  }
+  uv_timer_start(&l->lost_timer, on_lost_timer, r->node_lost_ms, 0);
+}
+
 /* Send e to remote node `node` (loop thread of the owner). Takes e. */
 static void remote_out(remoting *r, uint64_t node, troupe__env *e) {
   troupe__node *n = troupe__node_get(node);
@@ -335,6 +355,9 @@ static void remote_out(remoting *r, uint64_t node, troupe__env *e) {
       return;
     }
     l->out->user = l;
+    /* a node never reached within node_lost_ms is lost too: what waits
+     * for it becomes dead letters instead of waiting forever */
+    lost_timer_start(l);
   }
   if (l->npend >= r->max_pending) {
     dead(r, e, node, TROUPE_EFULL);
@@ -351,6 +374,12 @@ int troupe__remote_send(troupe__node *n, uint64_t node, troupe__env *e) {
   troupe__rnode *rn = atomic_load(&n->remote);
   troupe_system *cur = troupe__current;
   uint64_t owner = rnode_owner(rn);
+  if (cur && cur->remoting && cur->node != owner && !owner_alive(owner)) {
+    pthread_mutex_lock(&rnode_lock);
+    if (!owner_alive(rn->owner)) rn->owner = cur->node;
+    owner = rn->owner;
+    pthread_mutex_unlock(&rnode_lock);
+  }
   if (cur && cur->node == owner && cur->remoting) {
     remote_out(cur->remoting, node, e);
     return 0;
@@ -433,13 +462,7 @@ static void on_down(void *data, troupe__conn *c, int err) {
   if (l->nup || r->closing) return;
   troupe__log(r->sys, TROUPE_LOG_INFO, "remote", "rlink to %s@%s down: %s",
               l->rn->name, l->rn->address, troupe_strerror(err));
-  if (!l->timer_inited) {
-    uv_timer_init(&r->sys->loop, &l->lost_timer);
-    l->lost_timer.data = l;
-    l->timer_inited = true;
-    r->open_timers++;
-  }
-  uv_timer_start(&l->lost_timer, on_lost_timer, r->node_lost_ms, 0);
+  lost_timer_start(l);
 }
 
 static void on_recv(void *data, troupe__conn *c, troupe__env *e) {
@@ -452,6 +475,21 @@ static void on_recv(void *data, troupe__conn *c, troupe__env *e) {
 /* ------------------------------------------------------------------ */
 /* Start and stop */
 
+/* The built-in messages that cross nodes must be known to the decoder
+ * (troupe_type_resolve finds registered types only). */
+static pthread_once_t builtins_once = PTHREAD_ONCE_INIT;
+static int builtins_rc;
+static void register_builtins(void) {
+  const troupe_type *all[] = {
+    &TROUPE__T_CONTROL, &TROUPE__T_IDENTIFY, &TROUPE_T_ACTOR_IDENTITY,
+    &TROUPE_T_TERMINATED, &TROUPE_T_POISON_PILL,
+  };
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+    int rc = troupe_type_register(all[i]);
+    if (rc < 0 && !builtins_rc) builtins_rc = rc;
+  }
+}
+
 int troupe_remote_start(troupe_system *sys, const troupe_remote_opts *o) {
   if (!sys || !o)
     return troupe__err(TROUPE_EINVAL, "troupe_remote_start: NULL argument");
@@ -462,6 +500,9 @@ int troupe_remote_start(troupe_system *sys, const troupe_remote_opts *o) {
   if (st != TROUPE__SYS_CREATED && troupe__current != sys)
     return troupe__err(TROUPE_EWRONGTHREAD, "troupe_remote_start: from the "
                        "system's thread or before it runs");
+  pthread_once(&builtins_once, register_builtins);
+  if (builtins_rc < 0)
+    return troupe__err(builtins_rc, "registering the built-in messages");
   const char *spec = o->listen ? o->listen : o->scheme;
   if (!spec) return troupe__err(TROUPE_EINVAL, "neither listen nor scheme");
   const char *sep = strstr(spec, "://");

@@ -86,6 +86,19 @@ struct troupe_projection_ctx {
   uint32_t attempt;
 };
 
+/* TROUPE_PJ_PROFILE=1: time spent per phase, printed when a worker ends
+ * (for tuning; off by default). */
+static int prof_on = -1;
+static _Thread_local double prof_t[4];
+static const char *prof_name[4] = {"read", "begin", "handler", "commit"};
+static double prof_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+#define PROF_START() double prof_t0_ = prof_on ? prof_now() : 0; (void)prof_t0_
+#define PROF_END(i) do { if (prof_on) prof_t[i] += prof_now() - prof_t0_; } while (0)
+
 static void pj_unref(troupe_projection *p) {
   if (atomic_fetch_sub(&p->refs, 1) != 1) return;
   pthread_mutex_destroy(&p->mu);
@@ -249,7 +262,9 @@ static int read_more(troupe_projection *p, evbuf *b, uint64_t after,
                      uint64_t max) {
   evbuf_compact(b);
   b->status = 0;
+  PROF_START();
   int rc = read_source(p, after, max, read_cb, b);
+  PROF_END(0);
   if (rc == 0) rc = b->status;
   return rc;
 }
@@ -431,9 +446,18 @@ static int try_group(wk *w, const troupe_event *ev, size_t k, uint32_t attempt,
     if (rc < 0) { *handler_failed = 1; return rc; }
     return 0;
   }
-  int rc = w->vt->begin(w->ss, p->name, 1, w->committed);
+  int rc;
+  {
+    PROF_START();
+    rc = w->vt->begin(w->ss, p->name, 1, w->committed);
+    PROF_END(1);
+  }
   if (rc < 0) return rc;
-  rc = p->def.handler(&ctx, ev, k, p->def.data);
+  {
+    PROF_START();
+    rc = p->def.handler(&ctx, ev, k, p->def.data);
+    PROF_END(2);
+  }
   if (rc < 0) {
     w->vt->abort(w->ss);
     *handler_failed = 1;
@@ -442,7 +466,11 @@ static int try_group(wk *w, const troupe_event *ev, size_t k, uint32_t attempt,
   pj_row r;
   fill_row(w, &r, last);
   r.lag_events = w->buf.n - w->buf.head - k;
-  rc = w->vt->commit(w->ss, p->name, &r);
+  {
+    PROF_START();
+    rc = w->vt->commit(w->ss, p->name, &r);
+    PROF_END(3);
+  }
   if (rc < 0) return rc;
   w->committed = last;
   atomic_store(&p->committed, last);
@@ -653,6 +681,7 @@ static void *run_main(void *arg) {
   pj_run *run = arg;
   troupe_projection *p = run->p;
   if (run->has_prev) pthread_join(run->prev, NULL);
+  if (prof_on < 0) prof_on = getenv("TROUPE_PJ_PROFILE") != NULL;
   wk w;
   memset(&w, 0, sizeof w);
   w.run = run;
@@ -684,6 +713,10 @@ static void *run_main(void *arg) {
   } else if (rc < 0 && w.ss) {
     w.vt->abort(w.ss);
   }
+  if (prof_on)
+    for (int i = 0; i < 4; i++)
+      fprintf(stderr, "projection %s: %s %.3f s\n", p->name, prof_name[i],
+              prof_t[i]);
   listener_stop(lis);
   troupe_journal_unsubscribe(sub);
   if (w.ss) w.vt->session_close(w.ss);

@@ -453,7 +453,8 @@ out:
 
 /* --- the command ------------------------------------------------------------ */
 
-/* Before writing anything: no stream of DST may be ahead of SRC's. */
+/* Before writing anything: no stream of DST may be ahead of the same
+ * stream of SRC. */
 static int precheck(copy_ctx *c, const char *start_after) {
   tool_ids ids = {NULL, 0};
   char *after = start_after ? strdup(start_after) : NULL;
@@ -468,7 +469,7 @@ static int precheck(copy_ctx *c, const char *start_after) {
       if ((err = troupe_journal_highest_sync(c->src, ids.ids[i], &hs)) < 0 ||
           (err = troupe_journal_highest_sync(c->dst, ids.ids[i], &hd)) < 0) {
         rc = tool_err(err, "reading \"%s\"", ids.ids[i]);
-      } else if (hd > hs) {
+      } else if (hs > 0 && hd > hs) {   /* ids only DST has are not ours */
         conflict(ids.ids[i], "the destination's highest seq %" PRIu64
                  " is beyond the source's %" PRIu64, hd, hs);
         rc = TOOL_EXIT_PROBLEMS;

@@ -13,7 +13,11 @@
  * Delivery. A tell to a remote actor never blocks. While the node is not
  * connected, messages wait in a bounded queue (reconnection is the
  * transport's job); over the bound, or once the node is lost, they become
- * dead letters (counted by troupe_system_dead_letters).
+ * dead letters (counted by troupe_system_dead_letters). A node is lost
+ * when its connection stays down, or is not made at all, for
+ * `node_lost_ms`; it stops being lost when a connection comes up again.
+ * Message types must be registered (troupe_type_register) on both nodes;
+ * the built-in ones are registered by troupe_remote_start.
  *
  * Death watch. troupe_watch works across systems and nodes. A watcher gets
  * Terminated when the actor stops, and Terminated with node_lost set when
@@ -32,7 +36,8 @@ extern "C" {
 /* Options of troupe_remote_start. Zero fields take the default. */
 typedef struct troupe_remote_opts {
   /* Where to listen, with the transport's scheme: "tcp://127.0.0.1:0",
-   * "mem://netname/host:port" (tests). NULL: connect out only. */
+   * "mem://netname/host:port" (tests; a mem node must listen). NULL:
+   * connect out only. */
   const char *listen;
   /* The address peers should use ("host:port"); NULL: the bound one. */
   const char *advertise;

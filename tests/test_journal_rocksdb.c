@@ -17,15 +17,16 @@ static char base[256];
  * published with atomics TSan cannot see, so a reader thread decoding an
  * iterator value (or RocksDB copying one into a std::string for a Get)
  * while the writer inserts looks racy. Suppressed: stacks in librocksdb or
- * libstdc++ (troupe has no C++), and r_by_tag and walk_add, where the
- * by-tag and by-slice readers decode memtable values while writers run in
- * the tests. Races between troupe's
+ * libstdc++ (troupe has no C++), and r_by_tag, r_by_slice and walk_add,
+ * where the by-tag and by-slice readers decode memtable values while
+ * writers run in the tests. Races between troupe's
  * own threads on troupe's own memory are still reported. */
 const char *__tsan_default_suppressions(void);
 const char *__tsan_default_suppressions(void) {
   return "race:librocksdb.so\n"
          "race:libstdc++.so\n"
          "race:r_by_tag\n"
+         "race:r_by_slice\n"
          "race:walk_add\n";
 }
 

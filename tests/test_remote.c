@@ -260,7 +260,7 @@ static void test_mem_node_lost(void) {
 static void test_mem_unreachable_bounded(void) {
   /* a node nobody listens at: max_pending wait, the rest are dead
    * letters; after node_lost_ms the waiting ones are too */
-  troupe_system *a = node("A", "mem://r3/a:1", 300, 10);
+  troupe_system *a = node("A", "mem://r3/a:1", 1000, 10);
   TT_ASSERT(a);
   TT_EQ_INT(troupe_system_start(a), 0);
   troupe_ref ghost;

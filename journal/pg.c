@@ -59,7 +59,6 @@ typedef struct pg_store {
   pthread_cond_t cv;
   jnl_op *head, **tail;
   int stop;
-  atomic_uint reconnects;         /* tests and stats */
   /* connection thread only */
   PGconn *conn;
   char *conninfo;
@@ -338,7 +337,6 @@ static int ensure_conn(pg_store *s, uint64_t deadline) {
     PQreset(s->conn);
     if (PQstatus(s->conn) == CONNECTION_OK && session_setup(s) == 0) {
       s->down = 0;
-      atomic_fetch_add(&s->reconnects, 1);
       return 0;
     }
     if (s->down || now_ms() + delay > deadline) break;

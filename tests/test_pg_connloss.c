@@ -8,8 +8,9 @@
  * - Writers append while another connection terminates the store's
  *   backend again and again.
  * - The server restarts (fast, then immediate) under writers; the store
- *   recovers without being reopened. Needs TROUPE_PG_DIR (from
- *   scripts/pg-test-server.sh); skipped with the reason otherwise.
+ *   recovers without being reopened. This one starts a private server
+ *   with scripts/pg-test-server.sh (restarting the shared one would break
+ *   the tests running beside it); skipped with the reason when it cannot.
  * Afterwards every acknowledged event is present exactly once, in order,
  * and the offsets of the whole journal are 1..N with no gap.
  *
@@ -496,16 +497,42 @@ static void test_terminate_loop(void) {
   TT_EQ_INT(troupe_journal_close(j), 0);
 }
 
+/* Start a private server (restarting the shared one would break the
+ * tests running next to this one): its URL and directory, or -1. */
+static int private_server(const char *src, char *purl, size_t un, char *dir,
+                          size_t dn) {
+  char cmd[700], line[700];
+  snprintf(cmd, sizeof cmd, "'%s/scripts/pg-test-server.sh' start 2>/dev/null",
+           src);
+  FILE *f = popen(cmd, "r");
+  if (!f) return -1;
+  purl[0] = dir[0] = 0;
+  while (fgets(line, sizeof line, f)) {
+    char *v = strchr(line, '\''), *e = v ? strrchr(v + 1, '\'') : NULL;
+    if (!v || !e) continue;
+    *e = 0;
+    if (strstr(line, "TROUPE_PG_URL=")) snprintf(purl, un, "%s", v + 1);
+    if (strstr(line, "TROUPE_PG_DIR=")) snprintf(dir, dn, "%s", v + 1);
+  }
+  int st = pclose(f);
+  return st == 0 && purl[0] && dir[0] ? 0 : -1;
+}
+
 /* The server restarts (fast, then immediate) under writers with
  * synchronous commits: nothing acknowledged is lost, the store goes on
- * without being reopened. */
+ * without being reopened. Runs on a private server of its own. */
 static void test_server_restart(void) {
-  const char *dir = getenv("TROUPE_PG_DIR"), *src = getenv("top_srcdir");
-  if (!dir || !*dir)
-    TT_SKIP("TROUPE_PG_DIR is not set (a server from "
-            "scripts/pg-test-server.sh start is needed to restart it)");
-  char spec[700], schema[64], cmd[1200];
+  const char *src = getenv("top_srcdir");
+  if (!src) src = "..";
+  char purl[600], dir[300], cmd[1200];
+  if (private_server(src, purl, sizeof purl, dir, sizeof dir) < 0)
+    TT_SKIP("cannot start a private server with %s/scripts/pg-test-server.sh"
+            " (PostgreSQL server binaries missing?)", src);
+  const char *shared = url;
+  url = purl;
+  char spec[1000], schema[64];
   make_spec(spec, sizeof spec, schema, NULL);
+  nschemas--;                  /* dropped with its server */
   troupe_store_options o = opts(1);
   troupe_journal *j = NULL;
   TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
@@ -513,7 +540,7 @@ static void test_server_restart(void) {
   writers_start(&w, j, 4);
   TT_ASSERT(progress(&w, 20, 20000));
   snprintf(cmd, sizeof cmd, "'%s/scripts/pg-test-server.sh' restart '%s'"
-           " >/dev/null 2>&1", src ? src : "..", dir);
+           " >/dev/null 2>&1", src, dir);
   TT_EQ_INT(system(cmd), 0);
   TT_ASSERT(progress(&w, 20, 30000));
   /* immediate: the server crashes and recovers from its WAL */
@@ -534,6 +561,10 @@ static void test_server_restart(void) {
          (unsigned long long)atomic_load(&w.total));
   verify(j, 4, w.acked);
   TT_EQ_INT(troupe_journal_close(j), 0);
+  url = shared;
+  snprintf(cmd, sizeof cmd, "'%s/scripts/pg-test-server.sh' stop '%s'"
+           " >/dev/null 2>&1", src, dir);
+  TT_EQ_INT(system(cmd), 0);
 }
 
 int main(int argc, char **argv) {

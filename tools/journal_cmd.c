@@ -442,7 +442,10 @@ int tool_journal_inspect(int argc, char **argv) {
     tool_say("no persistence id \"%s\" in %s", id, tool_spec_shown(pos[0]));
     rc = TOOL_EXIT_PROBLEMS;
   } else {
-    if (c.printed == 0)
+    if (c.printed == 0 && to == UINT64_MAX)
+      tool_say("no stored events of \"%s\" from seq %" PRIu64
+               " (highest %" PRIu64 ")", id, from, highest);
+    else if (c.printed == 0)
       tool_say("no stored events of \"%s\" in %" PRIu64 "..%" PRIu64
                " (highest %" PRIu64 ")", id, from, to, highest);
     if (c.bad)

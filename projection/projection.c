@@ -362,6 +362,9 @@ typedef struct wk {
   uint64_t published_skipped;
   int paused;
   int eo;
+  int idle;                /* the last read found nothing */
+  uint64_t idle_seq;       /* wake-ups seen before that read */
+  uint64_t idle_since;     /* mono ms of that read */
   uint64_t ctl_seen;
   char last_error[200];
 } wk;
@@ -556,6 +559,7 @@ static int control(wk *w) {
       }
     }
     evbuf_clear(&w->buf);
+    w->idle = 0;
     w->ack = ctl.req_seq;
     pj_row r;
     fill_row(w, &r, to);
@@ -617,6 +621,7 @@ static int run_body(pj_run *run, wk *w) {
       if ((rc = alo_commit(w)) < 0) return rc;
       set_state(w, TROUPE_PROJECTION_PAUSED);
       evbuf_clear(&w->buf);
+      w->idle = 0;
       w->read_pos = w->offset;
       if ((rc = publish(w, 0)) < 0) return rc;
       wait_wake(run, wake_seq(p), d->control_ms);
@@ -625,6 +630,16 @@ static int run_body(pj_run *run, wk *w) {
     }
     set_state(w, TROUPE_PROJECTION_RUNNING);
     size_t avail = w->buf.n - w->buf.head;
+    if (avail == 0 && w->idle && wake_seq(p) == w->idle_seq &&
+        now - w->idle_since < d->poll_ms) {
+      /* caught up and nothing new announced: wait for a wake-up, the
+       * fallback poll or the next control poll, without reading */
+      uint64_t t = d->poll_ms - (now - w->idle_since);
+      if (next_ctl > now && next_ctl - now < t) t = next_ctl - now;
+      if (next_ctl <= now) t = 0;
+      if (t) wait_wake(run, w->idle_seq, t);
+      continue;
+    }
     if (avail < d->group_size) {
       uint64_t seen = wake_seq(p);
       size_t before = avail;
@@ -632,7 +647,10 @@ static int run_body(pj_run *run, wk *w) {
       if (rc < 0) return rc;
       avail = w->buf.n - w->buf.head;
       if (avail > before) w->read_pos = w->buf.last;
+      w->idle = avail == 0;
       if (avail == 0) {
+        w->idle_seq = seen;
+        w->idle_since = mono_ms();
         if ((rc = alo_commit(w)) < 0) return rc;
         if (d->current_only) {
           set_state(w, TROUPE_PROJECTION_DONE);

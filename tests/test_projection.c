@@ -533,6 +533,51 @@ static void test_concurrent_writers_pg(void) {
   pg_drop_schema(pg_url, pg_schema_name);
 }
 
+/* A live PostgreSQL source is woken by NOTIFY: the events are appended
+ * through another store (another connection, as another process would),
+ * so no in-process notification reaches the projection, and its fallback
+ * poll is far longer than the bound checked here. */
+static void test_pg_listen_wakes(void) {
+  if (!pg_url) TT_SKIP("TROUPE_PG_URL is not set");
+  char rspec[700], wspec[800];
+  pg_spec(rspec, sizeof rspec);
+  snprintf(wspec, sizeof wspec, "pg:%s application_name=writer schema=%s",
+           pg_url, pg_schema_name);
+  troupe_store_options so = store_opts();
+  troupe_journal *rj, *wj;
+  TT_EQ_INT(troupe_journal_open(rspec, &so, &rj), 0);
+  TT_EQ_INT(troupe_journal_open(wspec, &so, &wj), 0);
+  troupe_offset_store *os;
+  TT_EQ_INT(troupe_offset_store_open("memory:", &os), 0);
+  troupe_system *sys = new_system("listen");
+  seen *s = calloc(1, sizeof *s);
+  troupe_projection_def d = {.name = "l", .journal = rj, .tag = "t",
+                             .offsets = os, .handler = seen_handler,
+                             .data = s, .poll_ms = 60000};
+  troupe_projection *p;
+  TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
+  troupe_projection_status st;
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+                              st.state == TROUPE_PROJECTION_RUNNING, 5000));
+  uint64_t heads[NACC] = {0};
+  for (int round = 0; round < 3; round++) {
+    /* let the worker go idle first (its first read and the listener) */
+    struct timespec ts = {0, 300 * 1000000L};
+    nanosleep(&ts, NULL);
+    uint64_t t0 = tt_now_ms();
+    TT_EQ_INT(write_events(wj, heads, 5, round * 5, "t"), 0);
+    TT_ASSERT(TT_WAIT_UNTIL(all_seen(s, 1, (uint64_t)(round + 1) * 5), 5000));
+    TT_ASSERT(tt_now_ms() - t0 < 5000);
+  }
+  troupe_projection_stop(p);
+  troupe_system_destroy(sys);
+  troupe_offset_store_close(os);
+  troupe_journal_close(rj);
+  troupe_journal_close(wj);
+  free(s);
+  pg_drop_schema(pg_url, pg_schema_name);
+}
+
 /* ------------------------------------------------------------------ */
 /* Failure strategies                                                  */
 
@@ -827,6 +872,7 @@ int main(int argc, char **argv) {
   TT_RUN(test_exactly_once_pg_faults);
   TT_RUN(test_concurrent_writers_rocksdb);
   TT_RUN(test_concurrent_writers_pg);
+  TT_RUN(test_pg_listen_wakes);
   TT_RUN(test_skip);
   TT_RUN(test_retry_then_skip_grouped);
   TT_RUN(test_fail_restarts);

@@ -19,7 +19,11 @@
  * advertised "host:port") wins. The higher node closes its own outbound
  * socket to that peer (its conn waits in standby until the peer's
  * inbound conn goes down); the lower node refuses the higher's hello with
- * TROUPE_EEXIST while its own outbound socket is handshaking or up.
+ * TROUPE_EEXIST while its own outbound socket is handshaking or up. A
+ * retired socket shuts down its writing side and reads on until EOF:
+ * envelopes the peer sent on it before it saw the shutdown are delivered
+ * through the winning link's conn (conn_for_orphan), not lost; frames
+ * still queued at the peer when it sees EOF are its dead letters.
  */
 #include "cluster/tcp.h"
 
@@ -119,6 +123,8 @@ static void sock_fail(tsock *s, int err, const char *why);
 static void conn_schedule(tconn *c, uint64_t delay);
 static void handle_done(tcp *t);
 static void prepare_cb(uv_prepare_t *p);
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 
 /* ------------------------------------------------------------------ */
 /* Addresses                                                           */
@@ -428,6 +434,10 @@ static void shutdown_cb(uv_shutdown_t *req, int status) {
 static void sock_retire(tsock *s) {
   if (s->closing) return;
   if (s->c) conn_detach(s->c);
+  if (s->paused) {          /* read to EOF even if its conn was paused */
+    s->paused = false;
+    uv_read_start((uv_stream_t *)&s->h, alloc_cb, read_cb);
+  }
   if (uv_shutdown(&s->sreq, (uv_stream_t *)&s->h, shutdown_cb)) sock_close(s);
 }
 
@@ -570,7 +580,7 @@ static int hs_on_proof(tsock *s, const uint8_t *p, size_t n) {
     if (was_up && t->base.cbs.on_down)
       t->base.cbs.on_down(t->base.cbs.data, &o->base, TROUPE_EEXIST);
   }
-  return s->c ? 0 : 1;
+  return s->closing ? 1 : 0;   /* see the end of on_frame */
 }
 
 /* Client: the server's hello + proof, or its refusal. */
@@ -616,11 +626,25 @@ static int hs_on_ack(tsock *s, uint8_t flags, const uint8_t *p, size_t n) {
   if (rc) return rc;
   if (!c) return 1;
   conn_up(c, s);
-  return s->c ? 0 : 1;
+  return s->closing ? 1 : 0;   /* see the end of on_frame */
 }
 
 /* ------------------------------------------------------------------ */
 /* Reading                                                             */
+
+/* The conn to deliver a frame that arrived on a socket its conn has left
+ * (a duplicate retired in favour of the peer's link, or a closed conn): the
+ * peer sent it before it saw the socket go, and remoting takes a message
+ * from any up conn that names the peer. The same incarnation only: a
+ * restarted peer's link must not carry the old one's messages. NULL when
+ * there is none (the frame is then counted as dropped). */
+static tconn *conn_for_orphan(tcp *t, const tsock *s) {
+  for (tconn *o = t->conns; o; o = o->next)
+    if (o->state == C_UP && o->peer_inc == s->theirs.incarnation &&
+        strcmp(o->peer_addr, s->theirs.addr) == 0)
+      return o;
+  return NULL;
+}
 
 static int on_frame(void *data, uint8_t kind, uint8_t flags,
                     const uint8_t *body, size_t len) {
@@ -642,7 +666,12 @@ static int on_frame(void *data, uint8_t kind, uint8_t flags,
   switch (kind) {
     case TROUPE__FRAME_ENVELOPE: {
       t->st.frames_in++;
-      if (!c) return 0;             /* a retired duplicate: drop */
+      if (!c && !(c = conn_for_orphan(t, s))) {
+        t->st.dropped++;
+        if (t->base.sys && !t->hooks.on_frame)
+          troupe__transport_dropped(&t->base, 1, TROUPE_ECONNLOST);
+        break;
+      }
       if (t->hooks.on_frame) {
         t->hooks.on_frame(t->hooks.data, &c->base, flags, body, len);
         break;
@@ -665,7 +694,8 @@ static int on_frame(void *data, uint8_t kind, uint8_t flags,
       break;
     }
     case TROUPE__FRAME_HEARTBEAT:
-      if (!(flags & TROUPE__FRAME_F_REPLY) && !s->out.len)
+      /* A detached socket has shut down its writing side: no reply. */
+      if (!(flags & TROUPE__FRAME_F_REPLY) && !s->out.len && s->c)
         sock_put(s, TROUPE__FRAME_HEARTBEAT, TROUPE__FRAME_F_REPLY, NULL, 0);
       break;
     case TROUPE__FRAME_CONTROL:
@@ -673,8 +703,10 @@ static int on_frame(void *data, uint8_t kind, uint8_t flags,
     default:
       return troupe__err(TROUPE_EPROTO, "handshake frame after the handshake");
   }
-  /* A callback may have closed the conn or the transport. */
-  return (s->closing || s->c != c) ? 1 : 0;
+  /* A callback may have closed the transport (stop), or the conn: then
+   * the socket is retired but goes on reading to EOF, and what else this
+   * read holds is delivered as above, so decoding goes on. */
+  return s->closing ? 1 : 0;
 }
 
 static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -878,6 +910,12 @@ int troupe__tcp_create_on(uv_loop_t *loop, troupe_system *sys,
                        opts->max_frame, TROUPE__FRAME_MAX_LIMIT);
   if (opts->secret_len && !opts->secret)
     return troupe__err(TROUPE_EINVAL, "tcp: NULL secret");
+  uint64_t hb = opts->heartbeat_ms ? opts->heartbeat_ms : 1000;
+  uint64_t idle = opts->idle_timeout_ms ? opts->idle_timeout_ms : 10000;
+  if (idle <= hb)
+    return troupe__err(TROUPE_EINVAL, "tcp: idle_timeout_ms %llu must be "
+                       "over heartbeat_ms %llu", (unsigned long long)idle,
+                       (unsigned long long)hb);
   tcp *t = calloc(1, sizeof *t);
   if (!t) return troupe__err(TROUPE_ENOMEM, "tcp transport");
   t->rbuf = malloc(TCP_RBUF);
@@ -908,13 +946,15 @@ int troupe__tcp_create_on(uv_loop_t *loop, troupe_system *sys,
   if (t->rc_max < t->rc_min) t->rc_max = t->rc_min;
   t->hs_timeout = opts->handshake_timeout_ms ? opts->handshake_timeout_ms
                                              : 5000;
-  t->hb_ms = 1000;
-  t->idle_ms = 10000;
+  t->hb_ms = hb;
+  t->idle_ms = idle;
   uv_prepare_init(loop, &t->prepare);
   t->prepare.data = t;
   uv_timer_init(loop, &t->tick);
   t->tick.data = t;
-  uint64_t every = t->hs_timeout / 4 < 250 ? t->hs_timeout / 4 : 250;
+  /* The tick checks deadlines: a quarter of the shortest, at most 250 ms. */
+  uint64_t every = t->hs_timeout < hb ? t->hs_timeout : hb;
+  every = every / 4 < 250 ? every / 4 : 250;
   uv_timer_start(&t->tick, tick_cb, every ? every : 1, every ? every : 1);
   uv_unref((uv_handle_t *)&t->tick);
   t->open_handles = 2;
@@ -1104,14 +1144,6 @@ int troupe__tcp_pause(troupe__conn *conn, bool paused) {
 void troupe__tcp_get_stats(troupe__transport *tr, troupe__tcp_stats *out) {
   if (!tr || !out) return;
   *out = ((tcp *)tr)->st;
-}
-
-void troupe__tcp_set_timing(troupe__transport *tr, uint64_t heartbeat_ms,
-                            uint64_t idle_timeout_ms) {
-  tcp *t = (tcp *)tr;
-  if (!t) return;
-  if (heartbeat_ms) t->hb_ms = heartbeat_ms;
-  if (idle_timeout_ms) t->idle_ms = idle_timeout_ms;
 }
 
 bool troupe__tcp_conn_up(const troupe__conn *conn) {

@@ -53,9 +53,6 @@ int troupe__tcp_send_raw(troupe__conn *conn, const void *p, size_t n);
  * reading). */
 int troupe__tcp_pause(troupe__conn *conn, bool paused);
 void troupe__tcp_get_stats(troupe__transport *t, troupe__tcp_stats *out);
-/* Heartbeat interval and idle timeout (defaults 1 s and 10 s; 0 keeps). */
-void troupe__tcp_set_timing(troupe__transport *t, uint64_t heartbeat_ms,
-                            uint64_t idle_timeout_ms);
 /* Is the conn up now? */
 bool troupe__tcp_conn_up(const troupe__conn *conn);
 

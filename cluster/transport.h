@@ -130,6 +130,11 @@ typedef struct troupe__transport_opts {
   uint64_t reconnect_min_ms;      /* backoff; default 100 */
   uint64_t reconnect_max_ms;      /* default 5000 */
   uint64_t handshake_timeout_ms;  /* default 5000 */
+  uint64_t heartbeat_ms;          /* probe a link silent this long;
+                                     default 1000 */
+  uint64_t idle_timeout_ms;       /* close a link without any traffic
+                                     this long (over heartbeat_ms);
+                                     default 10000 */
 } troupe__transport_opts;
 
 /* The base of every transport instance (embed it first). */

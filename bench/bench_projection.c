@@ -18,6 +18,7 @@
  *     in-process notification).
  *
  * Environment: PROJ_EVENTS (N, default 100000), PROJ_GROUP (G, 1000),
+ * PROJ_PAGE (events per journal read, 4096),
  * PROJ_ACCOUNTS (A, 1000), PROJ_RATE (10000), PROJ_SECONDS (3),
  * PROJ_SLICES=1 (source: every slice instead of the tag; every event
  * carries the tag, so both read the same events), TROUPE_PG_URL
@@ -41,7 +42,7 @@
 #include "troupe/projection.h"
 #include "bench_util.h"
 
-static long n_events, group, accounts, rate, seconds;
+static long n_events, group, accounts, rate, seconds, page;
 static int by_slices;      /* source: every slice instead of the tag */
 static const char *pg_url;
 static char tmpdir[256];
@@ -320,7 +321,7 @@ static int throughput(const char *name, int run) {
   troupe_store_options_init(&so);
   so.create_if_missing = 1;
   so.sync = 0;
-  so.page_size = 4096;     /* one query per handler group */
+  so.page_size = (uint32_t)page;   /* events per journal query */
   troupe_journal *j;
   int rc = troupe_journal_open(b.jspec, &so, &j);
   if (rc < 0) { fprintf(stderr, "journal: %s\n", troupe_errmsg()); return 1; }
@@ -338,7 +339,7 @@ static int throughput(const char *name, int run) {
     .offsets = os,
     .delivery = TROUPE_PROJECTION_EXACTLY_ONCE,
     .handler = pg ? pg_handler : rdb_handler,
-    .group_size = (uint32_t)group, .page_size = (uint32_t)(group > 4096 ? group : 4096),
+    .group_size = (uint32_t)group, .page_size = (uint32_t)(group > page ? group : page),
     .current_only = 1,
   };
   lag.record = 0;
@@ -347,7 +348,7 @@ static int throughput(const char *name, int run) {
   if ((rc = troupe_projection_start(sys, &d, &p)) < 0) return 1;
   troupe_projection_status st;
   for (;;) {
-    troupe_projection_get_status(p, &st);
+    troupe_projection_get_progress(p, &st);
     if (st.state == TROUPE_PROJECTION_DONE || st.state == TROUPE_PROJECTION_FAILED)
       break;
     usleep(2000);
@@ -448,7 +449,7 @@ static int live_lag(const char *name, int run) {
   troupe_store_options_init(&so);
   so.create_if_missing = 1;
   so.sync = 0;
-  so.page_size = 4096;     /* one query per handler group */
+  so.page_size = (uint32_t)page;   /* events per journal query */
   troupe_journal *j;
   if (troupe_journal_open(b.jspec, &so, &j) < 0) {
     fprintf(stderr, "journal: %s\n", troupe_errmsg());
@@ -494,7 +495,7 @@ static int live_lag(const char *name, int run) {
   troupe_projection_status st;
   double w0 = bench_now();
   while (bench_now() - w0 < 10 &&
-         (troupe_projection_get_status(p, &st) < 0 ||
+         (troupe_projection_get_progress(p, &st) < 0 ||
           st.state != TROUPE_PROJECTION_RUNNING))
     usleep(2000);
   usleep(50000);
@@ -512,7 +513,7 @@ static int live_lag(const char *name, int run) {
           "%.0f ms after its submission ended\n", name,
           (bench_now() - t0) * 1e3);
   while (bench_now() - t0 < 30) {
-    troupe_projection_get_status(p, &st);
+    troupe_projection_get_progress(p, &st);
     if (st.committed >= (uint64_t)total) break;
     usleep(5000);
   }
@@ -560,7 +561,9 @@ int main(void) {
   accounts = bench_env_long("PROJ_ACCOUNTS", 1000);
   rate = bench_env_long("PROJ_RATE", 10000);
   seconds = bench_env_long("PROJ_SECONDS", 3);
-  if (n_events < 1 || group < 1 || accounts < 1 || rate < 10 || seconds < 1) {
+  page = bench_env_long("PROJ_PAGE", 4096);
+  if (n_events < 1 || group < 1 || accounts < 1 || rate < 10 || seconds < 1 ||
+      page < 1) {
     fprintf(stderr, "bench_projection: bad sizes\n");
     return 2;
   }

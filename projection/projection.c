@@ -1034,6 +1034,20 @@ static int lag_cb(int status, const troupe_event *events, size_t n, int done,
   return 0;
 }
 
+int troupe_projection_get_progress(troupe_projection *p,
+                                   troupe_projection_status *st) {
+  if (!p || !st) return troupe__err(TROUPE_EINVAL, "projection status: NULL argument");
+  memset(st, 0, sizeof *st);
+  st->state = (troupe_projection_state)atomic_load(&p->state);
+  st->offset = atomic_load(&p->offset);
+  st->committed = atomic_load(&p->committed);
+  st->handled = atomic_load(&p->handled);
+  st->skipped = atomic_load(&p->skipped);
+  st->restarts = atomic_load(&p->restarts);
+  st->last_error = atomic_load(&p->last_error);
+  return 0;
+}
+
 int troupe_projection_get_status(troupe_projection *p,
                                  troupe_projection_status *st) {
   if (!p || !st) return troupe__err(TROUPE_EINVAL, "projection status: NULL argument");

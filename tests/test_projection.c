@@ -262,9 +262,11 @@ static void alo_run(const char *jspec, const char *ospec, int fail_pct) {
   TT_ASSERT(TT_WAIT_UNTIL(all_seen(s, 1, 1000), 20000));
   atomic_store(&s->fail_pct, 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.committed == 1000, 10000));
+  TT_EQ_INT(troupe_projection_get_status(p, &st), 0);
   TT_EQ_INT(st.lag_events, 0);
+  TT_EQ_INT(st.lag_ms, 0);
   TT_EQ_INT(st.skipped, 0);
   if (fail_pct) TT_ASSERT(st.restarts > 0);
   troupe_projection_stop(p);
@@ -318,7 +320,7 @@ static void test_resume_from_offset(void) {
     troupe_projection *p;
     TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
     troupe_projection_status st;
-    TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+    TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                                 st.state == TROUPE_PROJECTION_DONE, 10000));
     troupe_projection_stop(p);
     if (round == 0) TT_EQ_INT(write_events(j, heads, 50, 100, "t"), 0);
@@ -363,7 +365,7 @@ static void eo_rocksdb_run(int handler_pct, int commit_pct) {
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   TT_EQ_INT(write_events(j, heads, 1000, 5000, "bank"), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.committed == 2000, 30000));
   pj_test_fault = NULL;
   troupe_projection_stop(p);
@@ -378,7 +380,7 @@ static void eo_rocksdb_run(int handler_pct, int commit_pct) {
   f.handler_fail_pct = f.commit_fail_pct = 0;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   TT_EQ_INT(troupe_projection_reset(p), 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.handled >= 2000 && st.committed == 2000, 20000));
   troupe_projection_stop(p);
   TT_EQ_INT(rdb_read_model((rocksdb_t *)troupe_offset_store_rocksdb(os), &got), 0);
@@ -420,7 +422,7 @@ static void test_exactly_once_pg_faults(void) {
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   TT_EQ_INT(write_events(j, heads, 500, 5000, "bank"), 0);
   troupe_projection_status st;
-  int ok = TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  int ok = TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                              st.committed == 1000, 60000);
   if (!ok)
     fprintf(stderr, "state %d offset %llu committed %llu restarts %llu err %d\n",
@@ -441,7 +443,7 @@ static void test_exactly_once_pg_faults(void) {
   f.handler_fail_pct = f.commit_fail_pct = 0;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   TT_EQ_INT(troupe_projection_request(os, "balances", TROUPE_PROJECTION_RESET, 0), 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.handled >= 1000 && st.committed == 1000, 30000));
   troupe_projection_stop(p);
   TT_EQ_INT(pg_read_model(c, &got), 0);
@@ -491,7 +493,7 @@ static void concurrent_run(troupe_journal **js, int nj, const char *ospec,
   for (int k = 0; k < NACC; k++) pthread_join(th[k], NULL);
   uint64_t total = (uint64_t)NACC * (uint64_t)per_writer;
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.offset == total, 30000));
   troupe_projection_stop(p);
   /* every offset seen exactly once: none skipped (and, stopped cleanly,
@@ -557,7 +559,7 @@ static void test_pg_listen_wakes(void) {
   troupe_projection *p;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.state == TROUPE_PROJECTION_RUNNING, 5000));
   uint64_t heads[NACC] = {0};
   for (int round = 0; round < 3; round++) {
@@ -601,7 +603,7 @@ static void strategy_run(troupe_projection_on_error how, int group) {
   troupe_projection *p;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.state == TROUPE_PROJECTION_DONE, 10000));
   TT_EQ_INT(st.skipped, 1);
   TT_EQ_INT(st.committed, 200);
@@ -639,14 +641,14 @@ static void test_fail_restarts(void) {
   troupe_projection *p;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.restarts >= 3, 10000));
   /* stuck before the bad event, nothing after it handled */
   TT_EQ_INT(st.offset, 16);
   TT_EQ_INT(atomic_load(&s->count[18]), 0);
   /* the fix: skip it by rewinding past it */
   atomic_store(&s->bad_seq, 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.offset == 50, 10000));
   troupe_projection_stop(p);
   troupe_system_destroy(sys);
@@ -675,11 +677,11 @@ static void manage_run(const char *ospec) {
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   TT_EQ_STR(troupe_projection_name(p), "m");
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.committed == 100, 10000));
   /* pause: new events wait */
   TT_EQ_INT(troupe_projection_pause(p), 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.state == TROUPE_PROJECTION_PAUSED, 5000));
   TT_EQ_INT(write_events(j, heads, 20, 100, "t"), 0);
   TT_EQ_INT(troupe_projection_get_status(p, &st), 0);
@@ -695,7 +697,7 @@ static void manage_run(const char *ospec) {
   if (strncmp(ospec, "memory:", 7) == 0 || strncmp(ospec, "rocksdb:", 8) == 0)
     TT_EQ_INT(troupe_offset_store_open(ospec, &os2), 0);
   TT_EQ_INT(troupe_projection_request(os2, "m", TROUPE_PROJECTION_RESUME, 0), 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.committed == 120, 5000));
   /* rewind to 110: events 111..120 handled a second time */
   TT_EQ_INT(troupe_projection_request(os2, "m", TROUPE_PROJECTION_REWIND, 110), 0);
@@ -775,11 +777,11 @@ static void test_tool_cross_process(void) {
   troupe_projection *p;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.committed == 30, 5000));
   snprintf(args, sizeof args, "pause %s tp", spec);
   TT_EQ_INT(run_tool(args, out, sizeof out), 0);
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.state == TROUPE_PROJECTION_PAUSED, 5000));
   TT_EQ_INT(write_events(j, heads, 10, 100, "t"), 0);
   snprintf(args, sizeof args, "rewind %s tp 20", spec);
@@ -916,6 +918,7 @@ static void test_bad_definitions(void) {
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), TROUPE_EINVAL);
   TT_EQ_INT(troupe_projection_pause(NULL), TROUPE_EINVAL);
   TT_EQ_INT(troupe_projection_get_status(NULL, NULL), TROUPE_EINVAL);
+  TT_EQ_INT(troupe_projection_get_progress(NULL, NULL), TROUPE_EINVAL);
   troupe_projection_stop(NULL);
   troupe_offset_store_close(NULL);
   troupe_system_destroy(sys);

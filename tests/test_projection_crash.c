@@ -217,7 +217,7 @@ static void crash_rounds(const char *kind, const char *jspec,
   troupe_projection *p;
   TT_EQ_INT(troupe_projection_start(sys, &d, &p), 0);
   troupe_projection_status st;
-  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_status(p, &st) == 0 &&
+  TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
                               st.state == TROUPE_PROJECTION_DONE, 30000));
   troupe_projection_stop(p);
   troupe_system_destroy(sys);

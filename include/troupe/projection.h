@@ -301,6 +301,11 @@ typedef struct troupe_projection_status {
 TROUPE_EXTERN int troupe_projection_get_status(troupe_projection *p,
                                                troupe_projection_status *st);
 
+/* As troupe_projection_get_status without the lag (lag_events and lag_ms
+ * are 0): no I/O, for polling. Any thread. Errors: TROUPE_EINVAL. */
+TROUPE_EXTERN int troupe_projection_get_progress(troupe_projection *p,
+                                                 troupe_projection_status *st);
+
 /* troupe_projection_request() on this projection's store and name, and
  * an immediate wake-up of its worker. Any thread (blocking). */
 TROUPE_EXTERN int troupe_projection_pause(troupe_projection *p);

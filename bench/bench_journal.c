@@ -40,9 +40,29 @@ static void die(const char *what, int rc) {
   exit(1);
 }
 
+/* BENCH_BACKEND=postgres runs on TROUPE_PG_URL (a fresh schema per run)
+ * instead of RocksDB. */
+static const char *backend(void) {
+  const char *b = getenv("BENCH_BACKEND");
+  return b && strcmp(b, "postgres") == 0 ? "postgres" : "rocksdb";
+}
+
 static troupe_journal *open_fresh(int sync, uint32_t readers) {
-  char spec[600];
-  snprintf(spec, sizeof spec, "rocksdb:%s/j%d", base, ++dirs);
+  char spec[1200];
+  if (strcmp(backend(), "postgres") == 0) {
+    const char *url = getenv("TROUPE_PG_URL");
+    if (!url) {
+      fprintf(stderr, "bench_journal: BENCH_BACKEND=postgres needs "
+                      "TROUPE_PG_URL\n");
+      exit(1);
+    }
+    int uri = strncmp(url, "postgres", 8) == 0;
+    snprintf(spec, sizeof spec, "%s%s%sschema=bj_%ld_%d", uri ? "" : "pg:",
+             url, uri ? (strchr(url, '?') ? "&" : "?") : " ",
+             (long)getpid(), ++dirs);
+  } else {
+    snprintf(spec, sizeof spec, "rocksdb:%s/j%d", base, ++dirs);
+  }
   troupe_store_options o;
   troupe_store_options_init(&o);
   o.create_if_missing = 1;
@@ -148,8 +168,8 @@ static void persist(int k, int sync, long n) {
     }
   }
   printf("workload=persist system=troupe value=%.0f unit=events/s "
-         "backend=rocksdb entities=%d sync=%d size=100 layer=journal\n",
-         (double)n / dt, k, sync);
+         "backend=%s entities=%d sync=%d size=100 layer=journal\n",
+         (double)n / dt, backend(), k, sync);
   troupe_journal_close(r.j);
   free(r.s);
   pthread_mutex_destroy(&r.mu);
@@ -242,8 +262,8 @@ static void recovery(long ids, long per) {
     exit(1);
   }
   printf("workload=recovery system=troupe value=%.0f unit=events/s "
-         "backend=rocksdb entities=%ld events=%ld layer=journal\n",
-         (double)total / dt, ids, per);
+         "backend=%s entities=%ld events=%ld layer=journal\n",
+         (double)total / dt, backend(), ids, per);
   troupe_journal_close(j);
   pthread_mutex_destroy(&c.mu);
   pthread_cond_destroy(&c.cv);

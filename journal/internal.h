@@ -276,6 +276,11 @@ typedef struct jnl_hmap {
   jnl_hent *t;
   size_t cap, n;
 } jnl_hmap;
+/* PostgreSQL: take "schema=NAME" (default "troupe") out of a libpq URI or
+ * key=value string (`path`, without a "pg:" prefix) into schema[64]; the
+ * rest goes to *conninfo (heap). Also used by the projection offset store.
+ * Errors: TROUPE_EINVAL (bad schema name), TROUPE_ENOMEM. */
+int jnl_pg_split_spec(const char *path, char **conninfo, char *schema);
 uint64_t jnl_hash(const char *k, size_t len);
 /* The slice of a persistence id (stored by backends: never change). */
 static inline uint32_t jnl_slice(const char *k, size_t len) {

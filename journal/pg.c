@@ -569,7 +569,7 @@ static int valid_schema(const char *v, size_t n) {
 
 /* Take "schema=NAME" out of the spec: a query parameter of a URI or a
  * key=value pair of a conninfo string. Writes the conninfo without it. */
-static int split_spec(const char *path, char **conninfo, char *schema) {
+int jnl_pg_split_spec(const char *path, char **conninfo, char *schema) {
   snprintf(schema, 64, "troupe");
   char *c = strdup(path);
   if (!c) return troupe__err(TROUPE_ENOMEM, "spec");
@@ -616,7 +616,7 @@ static int split_spec(const char *path, char **conninfo, char *schema) {
 static int admin_open(const char *path, PGconn **c, char *schema) {
   char *conninfo = NULL;
   *c = NULL;
-  int rc = split_spec(path, &conninfo, schema);
+  int rc = jnl_pg_split_spec(path, &conninfo, schema);
   if (rc == 0) rc = connect_conninfo(conninfo, c);
   free(conninfo);
   return rc;
@@ -1750,7 +1750,7 @@ static int pg_open(const char *path, const troupe_store_options *o,
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
   s->tail = &s->head;
-  int rc = split_spec(path, &s->conninfo, s->schema);
+  int rc = jnl_pg_split_spec(path, &s->conninfo, s->schema);
   if (rc == 0) {
     snprintf(s->q_events, sizeof s->q_events, "\"%s\".events", s->schema);
     snprintf(s->q_heads, sizeof s->q_heads, "\"%s\".heads", s->schema);

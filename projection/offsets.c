@@ -3,6 +3,7 @@
  * management requests, and the in-memory backend.
  */
 #include "projection/internal.h"
+#include "journal/internal.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -138,47 +139,8 @@ void pj_ctl_apply(pj_ctl *c, int op, uint64_t offset) {
 /* --- PostgreSQL spec ----------------------------------------------------- */
 
 int pj_pg_split_spec(const char *spec, char **conninfo, char schema[64]) {
-  snprintf(schema, 64, "troupe");
-  const char *path = strncmp(spec, "pg:", 3) == 0 ? spec + 3 : spec;
-  char *c = strdup(path);
-  if (!c) return troupe__err(TROUPE_ENOMEM, "spec");
-  int uri = strncmp(c, "postgresql://", 13) == 0 ||
-            strncmp(c, "postgres://", 11) == 0;
-  char *q = uri ? strchr(c, '?') : c;
-  while (q && *q) {
-    char *item = q;
-    if (uri) item = q + 1;
-    else while (*item == ' ' || *item == '\t') item++;
-    char *end = item + strcspn(item, uri ? "&" : " \t");
-    if (strncmp(item, "schema=", 7) == 0) {
-      const char *v = item + 7;
-      size_t n = (size_t)(end - v);
-      int ok = n > 0 && n < 64 && (islower((unsigned char)v[0]) || v[0] == '_');
-      for (size_t i = 0; ok && i < n; i++)
-        ok = islower((unsigned char)v[i]) || isdigit((unsigned char)v[i]) ||
-             v[i] == '_';
-      if (!ok) {
-        free(c);
-        return troupe__err(TROUPE_EINVAL,
-                           "postgresql spec: schema must be 1..63 of "
-                           "[a-z0-9_], not starting with a digit");
-      }
-      memcpy(schema, v, n);
-      schema[n] = 0;
-      if (uri) {
-        if (*end == '&') memmove(item, end + 1, strlen(end + 1) + 1);
-        else *q = 0;
-      } else {
-        memmove(item, end, strlen(end) + 1);
-      }
-      continue;
-    }
-    if (!*end) break;
-    q = end;
-    if (!uri) q++;
-  }
-  *conninfo = c;
-  return 0;
+  return jnl_pg_split_spec(strncmp(spec, "pg:", 3) == 0 ? spec + 3 : spec,
+                           conninfo, schema);
 }
 
 /* --- public: stores ------------------------------------------------------ */

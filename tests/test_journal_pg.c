@@ -9,6 +9,7 @@
  * reachable it fails. Every store gets its own schema troupe_test_<pid>_<n>,
  * dropped at the end. */
 #include "tt.h"
+#include "pg_util.h"
 #include "journal_conformance.h"
 #include "troupe/troupe.h"
 #include "troupe/journal.h"
@@ -21,7 +22,6 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-static const char *url;
 static int nschema;
 
 /* A spec for a new schema; `extra` is appended to the conninfo. */
@@ -37,31 +37,6 @@ static int pg_spec(char *buf, size_t size, void *data) {
   (void)data;
   make_spec(buf, size, schema, sizeof schema, NULL);
   return 0;
-}
-
-static void quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
-
-static PGconn *admin(void) {
-  PGconn *c = PQconnectdb(url);
-  if (PQstatus(c) != CONNECTION_OK) {
-    fprintf(stderr, "connect %s: %s", url, PQerrorMessage(c));
-    PQfinish(c);
-    return NULL;
-  }
-  PQsetNoticeProcessor(c, quiet, NULL);
-  return c;
-}
-
-static int sql(const char *q) {
-  PGconn *c = admin();
-  if (!c) return -1;
-  PGresult *r = PQexec(c, q);
-  int ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
-           PQresultStatus(r) == PGRES_TUPLES_OK;
-  if (!ok) fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-  PQclear(r);
-  PQfinish(c);
-  return ok ? 0 : -1;
 }
 
 static void drop_schema(const char *spec, void *data) {
@@ -693,19 +668,6 @@ static void test_notify(void) {
  * never be read. This test fails then at three places: the store's
  * backend is never seen waiting for a lock, the append completes while
  * the raw transaction is open, and the reader's first read returns N+2. */
-typedef struct acked {
-  atomic_int done;
-  int status;
-  uint64_t head;
-} acked;
-
-static void acked_cb(int status, uint64_t head, void *data) {
-  acked *a = data;
-  a->status = status;
-  a->head = head;
-  atomic_store(&a->done, 1);
-}
-
 static int count_rows(PGconn *c, const char *q) {
   PGresult *r = PQexec(c, q);
   int n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoi(PQgetvalue(r, 0, 0))

@@ -17,6 +17,7 @@
  * The server comes from TROUPE_PG_URL, as for test_journal_pg; skipped
  * (exit 77) without it. */
 #include "tt.h"
+#include "pg_util.h"
 #include "troupe/troupe.h"
 #include "troupe/journal.h"
 
@@ -29,35 +30,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static const char *url;
 static int nschema;
 static char schemas[16][64];
 static int nschemas;
-
-static void quiet(void *arg, const char *msg) { (void)arg; (void)msg; }
-
-static PGconn *admin(void) {
-  PGconn *c = PQconnectdb(url);
-  if (PQstatus(c) != CONNECTION_OK) {
-    fprintf(stderr, "connect %s: %s", url, PQerrorMessage(c));
-    PQfinish(c);
-    return NULL;
-  }
-  PQsetNoticeProcessor(c, quiet, NULL);
-  return c;
-}
-
-static int sql(const char *q) {
-  PGconn *c = admin();
-  if (!c) return -1;
-  PGresult *r = PQexec(c, q);
-  int ok = PQresultStatus(r) == PGRES_COMMAND_OK ||
-           PQresultStatus(r) == PGRES_TUPLES_OK;
-  if (!ok) fprintf(stderr, "%s: %s", q, PQresultErrorMessage(r));
-  PQclear(r);
-  PQfinish(c);
-  return ok ? 0 : -1;
-}
 
 /* A new schema name (dropped at the end) and a spec for it; `conn`
  * overrides keywords of the URL (later keywords win in libpq). */
@@ -125,7 +100,7 @@ static int replay_cb(int status, const troupe_event *ev, size_t n, int done,
 
 /* Every id has exactly its acknowledged events, and the journal's
  * offsets are 1..total. */
-static void verify(troupe_journal *j, int nids, const uint64_t *acked) {
+static void verify(troupe_journal *j, int nids, const uint64_t *nacked) {
   uint64_t total = 0;
   for (int i = 0; i < nids; i++) {
     check c;
@@ -135,8 +110,8 @@ static void verify(troupe_journal *j, int nids, const uint64_t *acked) {
                                          replay_cb, &c), 0);
     TT_EQ_INT(c.gaps, 0);
     TT_EQ_INT(c.bad_payload, 0);
-    TT_EQ_INT(c.n, acked[i]);
-    total += acked[i];
+    TT_EQ_INT(c.n, nacked[i]);
+    total += nacked[i];
   }
   check all;
   memset(&all, 0, sizeof all);
@@ -386,19 +361,6 @@ static void proxy_stop(proxy *p) {
   snprintf(path, sizeof path, "%s/.s.PGSQL.%d", p->dir, p->port);
   unlink(path);
   rmdir(p->dir);
-}
-
-typedef struct acked {
-  atomic_int done;
-  int status;
-  uint64_t head;
-} acked;
-
-static void acked_cb(int status, uint64_t head, void *data) {
-  acked *a = data;
-  a->status = status;
-  a->head = head;
-  atomic_store(&a->done, 1);
 }
 
 /* The COMMIT's reply is lost after the server committed, then a COMMIT is

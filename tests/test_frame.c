@@ -10,9 +10,8 @@
 #include "tt.h"
 
 #include "fuzz/fuzz_frame.c"
+#include "corpus_util.h"
 
-#include <dirent.h>
-#include <errno.h>
 #include <sys/stat.h>
 
 static size_t unhex(const char *hex, uint8_t *out, size_t cap) {
@@ -368,56 +367,8 @@ static void test_addr(void) {
 /* ------------------------------------------------------------------ */
 /* Fuzz corpus                                                         */
 
-static int replay_file(const char *path) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    fprintf(stderr, "%s: %s\n", path, strerror(errno));
-    return 1;
-  }
-  troupe_buf b = {0};
-  uint8_t chunk[4096];
-  size_t n;
-  while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-    troupe_buf_append(&b, chunk, n);
-  fclose(f);
-  LLVMFuzzerTestOneInput(b.data ? b.data : (const uint8_t *)"", b.len);
-  troupe_buf_free(&b);
-  return 0;
-}
-
 static void test_fuzz_corpus(void) {
-  const char *top = getenv("top_srcdir");
-  char dir[1024];
-  snprintf(dir, sizeof dir, "%s/tests/fuzz/corpus-frame", top ? top : "..");
-  DIR *d = opendir(dir);
-  if (!d) fprintf(stderr, "%s: %s\n", dir, strerror(errno));
-  TT_ASSERT(d != NULL);
-  int files = 0, bad = 0;
-  struct dirent *e;
-  while ((e = readdir(d))) {
-    if (e->d_name[0] == '.') continue;
-    char path[2048];
-    snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-    bad += replay_file(path);
-    files++;
-  }
-  closedir(d);
-  printf("# %d frame corpus files replayed\n", files);
-  TT_EQ_INT(bad, 0);
-  TT_ASSERT(files > 0);
-}
-
-static const char *gen_dir;
-static int gen_count;
-
-static void seed(uint8_t mode, const uint8_t *p, size_t n) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/seed-%03d-mode%d", gen_dir, gen_count++, mode);
-  FILE *f = fopen(path, "wb");
-  if (!f) { perror(path); exit(1); }
-  fputc(mode, f);
-  if (n) fwrite(p, 1, n, f);
-  fclose(f);
+  corpus_replay_dir("corpus-frame", "frame corpus");
 }
 
 static void generate(void) {
@@ -475,7 +426,7 @@ int main(int argc, char **argv) {
   }
   if (argc > 2 && strcmp(argv[1], "--replay") == 0) {
     for (int i = 2; i < argc; i++)
-      if (replay_file(argv[i])) return 1;
+      if (corpus_replay_file(argv[i])) return 1;
     printf("%d files replayed\n", argc - 2);
     return 0;
   }

@@ -15,31 +15,6 @@
 #
 # Inputs worth keeping (findings, once fixed) go into
 # tests/fuzz/corpus-frame/, which `make check` replays (tests/test_frame).
+# The build itself is tests/fuzz/build.sh's, for the frame target.
 set -eu
-here=$(cd "$(dirname "$0")" && pwd)
-top=$(cd "$here/../.." && pwd)
-build=${1:-$top/_build_fuzz}
-CC=${CC:-clang}
-
-if [ ! -f "$build/config.h" ]; then
-  mkdir -p "$build"
-  (cd "$build" && "$top/configure" -q CC="$CC")
-fi
-[ -f "$build/include/troupe/version.h" ] || (cd "$build" && ./config.status -q)
-
-# frame.c needs troupe_buf (core/buf.c), which needs the codec's allocator:
-# the same core files as tests/fuzz/build.sh.
-srcs="cluster/frame.c cluster/sha256.c core/buf.c core/types.c core/value.c
-      core/codec.c core/json.c core/registry.c core/upcast.c core/envelope.c
-      core/error.c"
-set --
-for s in $srcs; do set -- "$@" "$top/$s"; done
-
-$CC -std=gnu11 -g -O1 -fno-omit-frame-pointer \
-  -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -DTROUPE_BUILDING -I"$build" -I"$build/include" -I"$top/include" -I"$top" \
-  -I"$top/tests" $(pkg-config --cflags libcbor 2>/dev/null || true) \
-  -Wall -Wextra -Wno-unused-parameter \
-  -o "$build/fuzz_frame" "$here/fuzz_frame.c" "$here/ref_stub.c" "$@" \
-  $(pkg-config --libs libcbor 2>/dev/null || echo -lcbor) -lpthread -lm
-echo "built $build/fuzz_frame"
+FUZZ_TARGET=frame exec sh "$(cd "$(dirname "$0")" && pwd)/build.sh" "$@"

@@ -2,6 +2,7 @@
  * never trusts a length: every count is checked against the bytes left
  * before anything is read, so the work is linear in the input. */
 #include "tools/cbor_diag.h"
+#include "tools/utf8.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -73,26 +74,6 @@ static int head(dr *r, int *mt, int *ai, uint64_t *arg) {
   return 0;
 }
 
-static size_t utf8_ok(const uint8_t *s, size_t n) {
-  uint8_t c = s[0];
-  size_t len;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-  else return 0;
-  if (len > n) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (s[i] & 0x3f);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff))
-      || (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
 /* A definite string of n bytes at r->p (n already checked). */
 static int str_body(dr *r, int mt, uint64_t n) {
   const uint8_t *s = r->p;
@@ -108,9 +89,9 @@ static int str_body(dr *r, int mt, uint64_t n) {
     return PUTS(r, "'");
   }
   for (uint64_t i = 0; i < n;) {
-    if (!utf8_ok(s + i, (size_t)(n - i)))
+    if (!tool_utf8_len(s + i, (size_t)(n - i)))
       return fail(r, s + i, "invalid UTF-8 in a text string");
-    i += utf8_ok(s + i, (size_t)(n - i));
+    i += tool_utf8_len(s + i, (size_t)(n - i));
   }
   if ((rc = PUTS(r, "\""))) return rc;
   for (uint64_t i = 0; i < n; i++) {

@@ -1,6 +1,7 @@
 /* util.c: one-line errors, option parsing, opening stores and loading
  * type plugins for the `troupe` tool. */
 #include "tools/util.h"
+#include "tools/utf8.h"
 
 #include <dlfcn.h>
 #include <stdarg.h>
@@ -260,33 +261,12 @@ long tool_unhex(const char *s, size_t len, char *out, size_t cap) {
   return (long)(len / 2);
 }
 
-/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_len(const uint8_t *s, size_t n) {
-  uint8_t c = s[0];
-  size_t len;
-  uint32_t cp;
-  if (c < 0x80) return 1;
-  if (c >= 0xc2 && c <= 0xdf) len = 2, cp = c & 0x1f;
-  else if (c >= 0xe0 && c <= 0xef) len = 3, cp = c & 0x0f;
-  else if (c >= 0xf0 && c <= 0xf4) len = 4, cp = c & 0x07;
-  else return 0;
-  if (len > n) return 0;
-  for (size_t i = 1; i < len; i++) {
-    if ((s[i] & 0xc0) != 0x80) return 0;
-    cp = cp << 6 | (s[i] & 0x3f);
-  }
-  if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-      (cp >= 0xd800 && cp <= 0xdfff))
-    return 0;
-  return len;
-}
-
 void tool_json_str(FILE *f, const char *str, size_t n) {
   const uint8_t *s = (const uint8_t *)str;
   fputc('"', f);
   for (size_t i = 0; i < n;) {
     uint8_t c = s[i];
-    size_t l = utf8_len(s + i, n - i);
+    size_t l = tool_utf8_len(s + i, n - i);
     if (l == 0) {
       fputs("\\ufffd", f);
       i++;

@@ -112,14 +112,9 @@ static int print_schema(const char *spec, int *usable) {
 
 int tool_journal_status(int argc, char **argv) {
   const char *pos[1];
-  int help;
-  int npos = tool_parse(argc, argv, NULL, 0, pos, 1, &help);
-  if (npos < 0) return TOOL_EXIT_USAGE;
-  if (help) {
-    fputs(status_help, stdout);
-    return TOOL_EXIT_OK;
-  }
-  if (npos != 1) return tool_usage("expected one URL");
+  int ex = tool_parse_cmd(argc, argv, NULL, 0, pos, 1, status_help,
+                          "expected one URL");
+  if (ex >= 0) return ex;
   const char *spec = pos[0];
 
   int usable, rc;
@@ -201,14 +196,9 @@ int tool_journal_migrate(int argc, char **argv) {
   int dry = 0;
   const tool_opt opts[] = {{"--dry-run", 0, NULL, &dry}};
   const char *pos[1];
-  int help;
-  int npos = tool_parse(argc, argv, opts, 1, pos, 1, &help);
-  if (npos < 0) return TOOL_EXIT_USAGE;
-  if (help) {
-    fputs(migrate_help, stdout);
-    return TOOL_EXIT_OK;
-  }
-  if (npos != 1) return tool_usage("expected one URL");
+  int ex = tool_parse_cmd(argc, argv, opts, 1, pos, 1, migrate_help,
+                          "expected one URL");
+  if (ex >= 0) return ex;
   const char *spec = pos[0];
 
   troupe_schema_status st;
@@ -410,15 +400,9 @@ int tool_journal_inspect(int argc, char **argv) {
       {"--plugin", 1, &plugin, NULL},
   };
   const char *pos[1];
-  int help;
-  int npos = tool_parse(argc, argv, opts, sizeof opts / sizeof opts[0], pos,
-                        1, &help);
-  if (npos < 0) return TOOL_EXIT_USAGE;
-  if (help) {
-    fputs(inspect_help, stdout);
-    return TOOL_EXIT_OK;
-  }
-  if (npos != 1) return tool_usage("expected one URL");
+  int ex = tool_parse_cmd(argc, argv, opts, sizeof opts / sizeof opts[0], pos,
+                          1, inspect_help, "expected one URL");
+  if (ex >= 0) return ex;
   if (!id || !*id) return tool_usage("--id ID is required");
   uint64_t from = 1, to = UINT64_MAX;
   if (from_s && (tool_parse_u64(from_s, &from) < 0 || from == 0))

@@ -494,15 +494,9 @@ int tool_journal_copy(int argc, char **argv) {
       {"--limit", 1, &limit_s, NULL},
   };
   const char *pos[2];
-  int help;
-  int npos = tool_parse(argc, argv, opts, sizeof opts / sizeof opts[0], pos,
-                        2, &help);
-  if (npos < 0) return TOOL_EXIT_USAGE;
-  if (help) {
-    fputs(copy_help, stdout);
-    return TOOL_EXIT_OK;
-  }
-  if (npos != 2) return tool_usage("expected SRC and DST");
+  int ex = tool_parse_cmd(argc, argv, opts, sizeof opts / sizeof opts[0], pos,
+                          2, copy_help, "expected SRC and DST");
+  if (ex >= 0) return ex;
   if (upcast && !plugin) return tool_usage("--upcast needs --plugin SO");
   if (plugin && !upcast)
     return tool_usage("--plugin is only used with --upcast");

@@ -274,14 +274,9 @@ int tool_journal_verify(int argc, char **argv) {
   const tool_opt opts[] = {{"--max-tags", 1, &max_tags_s, NULL},
                            {"--quiet", 0, NULL, &quiet}};
   const char *pos[1];
-  int help;
-  int npos = tool_parse(argc, argv, opts, 2, pos, 1, &help);
-  if (npos < 0) return TOOL_EXIT_USAGE;
-  if (help) {
-    fputs(verify_help, stdout);
-    return TOOL_EXIT_OK;
-  }
-  if (npos != 1) return tool_usage("expected one URL");
+  int ex = tool_parse_cmd(argc, argv, opts, 2, pos, 1, verify_help,
+                          "expected one URL");
+  if (ex >= 0) return ex;
   uint64_t max_tags = 1000000;
   if (max_tags_s && tool_parse_u64(max_tags_s, &max_tags) < 0)
     return tool_usage("--max-tags: expected a number");

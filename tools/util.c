@@ -170,6 +170,20 @@ int tool_parse(int argc, char **argv, const tool_opt *opts, size_t nopts,
   return npos;
 }
 
+int tool_parse_cmd(int argc, char **argv, const tool_opt *opts, size_t nopts,
+                   const char **pos, int npos, const char *help,
+                   const char *wrong_npos) {
+  int seen_help;
+  int n = tool_parse(argc, argv, opts, nopts, pos, npos, &seen_help);
+  if (n < 0) return TOOL_EXIT_USAGE;
+  if (seen_help) {
+    fputs(help, stdout);
+    return TOOL_EXIT_OK;
+  }
+  if (n != npos) return tool_usage("%s", wrong_npos);
+  return -1;
+}
+
 int tool_parse_u64(const char *s, uint64_t *out) {
   if (!s || *s < '0' || *s > '9') return -1;
   uint64_t v = 0;

@@ -56,6 +56,15 @@ typedef struct tool_opt {
 int tool_parse(int argc, char **argv, const tool_opt *opts, size_t nopts,
                const char **pos, int maxpos, int *help);
 
+/* tool_parse for a subcommand that takes exactly `npos` positional
+ * arguments (stored in pos). Returns -1 when the command goes on, else the
+ * exit status to return at once: TOOL_EXIT_OK after printing `help` to
+ * stdout for --help, TOOL_EXIT_USAGE after a usage error (`wrong_npos`
+ * when there are not npos positional arguments). */
+int tool_parse_cmd(int argc, char **argv, const tool_opt *opts, size_t nopts,
+                   const char **pos, int npos, const char *help,
+                   const char *wrong_npos);
+
 /* Parse a decimal unsigned integer (the whole string). 0 or -1. */
 int tool_parse_u64(const char *s, uint64_t *out);
 

@@ -153,10 +153,9 @@ int tool_journal_status(int argc, char **argv) {
       }
     }
     nids += ids.n;
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    if (ids.n < TOOL_IDS_PAGE) break;
-    if (!after) {
+    int next = tool_ids_advance(&after, &ids);
+    if (next == 0) break;
+    if (next < 0) {
       rc = tool_err(TROUPE_ENOMEM, "listing ids");
       goto out;
     }

@@ -432,10 +432,9 @@ static int copy_verify(copy_ctx *c) {
       hsrc = tool_hash_stream(hsrc, id, a.count, a.highest, a.hash);
       hdst = tool_hash_stream(hdst, id, b.count, b.highest, b.hash);
     }
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    if (ids.n < TOOL_IDS_PAGE) break;
-    if (!after) {
+    int next = tool_ids_advance(&after, &ids);
+    if (next == 0) break;
+    if (next < 0) {
       rc = tool_err(TROUPE_ENOMEM, "listing ids");
       goto out;
     }
@@ -475,9 +474,8 @@ static int precheck(copy_ctx *c, const char *start_after) {
         rc = TOOL_EXIT_PROBLEMS;
       }
     }
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    if (rc || ids.n < TOOL_IDS_PAGE || !after) break;
+    int next = tool_ids_advance(&after, &ids);
+    if (rc || next <= 0) break;
   }
   free(after);
   tool_ids_free(&ids);
@@ -542,10 +540,9 @@ int tool_journal_copy(int argc, char **argv) {
         break;
       streams++;
     }
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    more = ids.n == TOOL_IDS_PAGE;
-    if (more && !after) rc = tool_err(TROUPE_ENOMEM, "listing ids");
+    int next = tool_ids_advance(&after, &ids);
+    more = next != 0;
+    if (next < 0) rc = tool_err(TROUPE_ENOMEM, "listing ids");
   }
   tool_ids_free(&ids);
   printf("copied: %" PRIu64 " stream%s, %" PRIu64 " event%s appended, %"

@@ -257,9 +257,7 @@ static int diagnose_tag(verify_ctx *v, const char *tag) {
         from = c.ev[c.n - 1].seq + 1;
       }
     }
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    if (ids.n < TOOL_IDS_PAGE || !after) break;
+    if (tool_ids_advance(&after, &ids) <= 0) break;
   }
 out:
   free(after);
@@ -329,10 +327,9 @@ int tool_journal_verify(int argc, char **argv) {
                s.hash);
       }
     }
-    free(after);
-    after = ids.n ? strdup(ids.ids[ids.n - 1]) : NULL;
-    if (ids.n < TOOL_IDS_PAGE) break;
-    if (!after) {
+    int next = tool_ids_advance(&after, &ids);
+    if (next == 0) break;
+    if (next < 0) {
       rc = tool_err(TROUPE_ENOMEM, "listing ids");
       goto out;
     }

@@ -53,6 +53,13 @@ int tool_ids_next(troupe_journal *j, const char *after, tool_ids *out) {
   return 0;
 }
 
+int tool_ids_advance(char **after, const tool_ids *ids) {
+  free(*after);
+  *after = ids->n ? strdup(ids->ids[ids->n - 1]) : NULL;
+  if (ids->n < TOOL_IDS_PAGE) return 0;
+  return *after ? 1 : -1;
+}
+
 /* --- owned events ---------------------------------------------------------- */
 
 int tool_event_copy(troupe_event *dst, const troupe_event *src) {

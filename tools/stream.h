@@ -22,6 +22,11 @@ typedef struct tool_ids {
  * Frees what *out held before. 0 or a troupe error. */
 int tool_ids_next(troupe_journal *j, const char *after, tool_ids *out);
 void tool_ids_free(tool_ids *ids);
+/* After a page of ids: *after (freed) becomes a copy of the page's last
+ * id, NULL for an empty page. Returns 0 when the page was the last (fewer
+ * than TOOL_IDS_PAGE ids), 1 when more may follow, -1 when more may follow
+ * but the copy failed (out of memory). */
+int tool_ids_advance(char **after, const tool_ids *ids);
 
 /* --- owned events ---------------------------------------------------------- */
 

@@ -12,8 +12,6 @@
 #include "fuzz/fuzz_frame.c"
 #include "corpus_util.h"
 
-#include <sys/stat.h>
-
 static size_t unhex(const char *hex, uint8_t *out, size_t cap) {
   size_t n = 0;
   for (const char *h = hex; h[0] && h[1] && n < cap;) {
@@ -414,16 +412,11 @@ static void generate(void) {
   seed(4, (const uint8_t *)"127.0.0.1:2552", 14);
   seed(4, (const uint8_t *)"[fe80::1]:65535", 15);
   troupe_buf_free(&b);
-  printf("wrote %d seeds to %s\n", gen_count, gen_dir);
 }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--generate") == 0) {
-    gen_dir = argv[2];
-    mkdir(gen_dir, 0755);
-    generate();
-    return 0;
-  }
+  if (argc == 3 && strcmp(argv[1], "--generate") == 0)
+    return corpus_generate(argv[2], generate);
   if (argc > 2 && strcmp(argv[1], "--replay") == 0) {
     for (int i = 2; i < argc; i++)
       if (corpus_replay_file(argv[i])) return 1;

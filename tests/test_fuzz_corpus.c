@@ -13,8 +13,6 @@
 #include "fuzz/fuzz_decode.c"
 #include "corpus_util.h"
 
-#include <sys/stat.h>
-
 /* ------------------------------------------------------------------ */
 /* Seeds                                                               */
 
@@ -104,18 +102,13 @@ static void generate(void) {
   seed_hex(6, "fb7ff8000000000000");
   seed_hex(6, "7f 6161 6162 ff");
   troupe_buf_free(&b);
-  printf("wrote %d seeds to %s\n", gen_count, gen_dir);
 }
 
 static void test_corpus(void) { corpus_replay_dir("corpus", "corpus"); }
 
 int main(int argc, char **argv) {
-  if (argc == 3 && strcmp(argv[1], "--generate") == 0) {
-    gen_dir = argv[2];
-    mkdir(gen_dir, 0755);
-    generate();
-    return 0;
-  }
+  if (argc == 3 && strcmp(argv[1], "--generate") == 0)
+    return corpus_generate(argv[2], generate);
   tt_init(1, argv);
   if (argc > 1) {
     for (int i = 1; i < argc; i++)

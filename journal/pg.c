@@ -63,6 +63,7 @@ typedef struct pg_store {
   PGconn *conn;
   char *conninfo;
   int down;                       /* reconnecting failed: no backoff */
+  int broken;                     /* lost though PQstatus may say OK */
   uint64_t writer, token;         /* this store's row in writers; last token */
   char schema[64];
   char channel[80];               /* NOTIFY channel: troupe_events_<schema> */
@@ -83,7 +84,16 @@ static const char *trim_msg(const char *m, char *buf, size_t n) {
 static int pg_code(PGconn *c, const PGresult *r) {
   if (!c || PQstatus(c) == CONNECTION_BAD) return TROUPE_ECONNLOST;
   const char *st = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-  if (!st) return TROUPE_EIO;
+  if (!st) {
+    /* libpq's own errors carry no SQLSTATE; a lost socket can show up
+     * here before PQstatus says CONNECTION_BAD (pipeline mode) */
+    const char *m = r ? PQresultErrorMessage(r) : PQerrorMessage(c);
+    if (!r || (m && (strstr(m, "server closed") || strstr(m, "connection") ||
+                     strstr(m, "could not receive") ||
+                     strstr(m, "could not send") || strstr(m, "EOF"))))
+      return TROUPE_ECONNLOST;
+    return TROUPE_EIO;
+  }
   if (strncmp(st, "08", 2) == 0 || strncmp(st, "57P", 3) == 0)
     return TROUPE_ECONNLOST;
   if (strncmp(st, "28", 2) == 0 || strcmp(st, "42501") == 0)
@@ -331,7 +341,8 @@ static int connect_db(pg_store *s) {
  * waiting the whole budget, and the first op after the server is back
  * succeeds. */
 static int ensure_conn(pg_store *s, uint64_t deadline) {
-  if (PQstatus(s->conn) == CONNECTION_OK) return 0;
+  if (PQstatus(s->conn) == CONNECTION_OK && !s->broken) return 0;
+  s->broken = 0;
   unsigned delay = PG_BACKOFF_MIN_MS;
   for (;;) {
     PQreset(s->conn);
@@ -990,9 +1001,9 @@ static void do_read(pg_store *s, jnl_op *op) {
     case JNL_OP_SNAP_LOAD: r_snap_load(s, op, &p); break;
     case JNL_OP_STATE_GET: r_state_get(s, op, &p); break;
     }
-    if (op->status != TROUPE_ECONNLOST || op->scratch || op->finished ||
-        PQstatus(s->conn) == CONNECTION_OK || now_ms() >= deadline)
-      break;
+    if (op->status != TROUPE_ECONNLOST) break;
+    s->broken = 1;                /* reset even if libpq has not noticed */
+    if (op->scratch || op->finished || now_ms() >= deadline) break;
   }
   pp_free(&p);
   jnl_op_complete(op);
@@ -1650,10 +1661,12 @@ static void write_group(pg_store *s, pg_group *g) {
       group_done(s, g);
       return;
     }
-    if (rc != TROUPE_ECONNLOST || PQstatus(s->conn) == CONNECTION_OK) break;
+    if (rc != TROUPE_ECONNLOST) break;
+    s->broken = 1;                /* reset even if libpq has not noticed */
     while (committing) {          /* resolve before anything else */
       int rc2 = ensure_conn(s, deadline);
       if (rc2 == 0) rc2 = token_committed(s, token);
+      if (rc2 == TROUPE_ECONNLOST) s->broken = 1;
       if (rc2 == 1) {
         /* the ops' results were set before the COMMIT; only the counts
          * of snapshot deletes were lost (reported as 0) */

@@ -410,7 +410,7 @@ int main(int argc, char **argv) {
   ask(&b, 0, &Withdraw, 3000, &bal);
   printf("alice withdraws 30.00      -> %8.2f\n", (double)bal.cents / 100);
   ask(&b, 2, &Withdraw, 1000000000, &bal);
-  printf("carol withdraws 10M.00     -> refused (%s), balance %.2f\n",
+  printf("carol withdraws 10000000.00 -> refused (%s), balance %.2f\n",
          bal.refused ? "insufficient funds" : "?", (double)bal.cents / 100);
   int64_t before[NACCT];
   if (print_balances(&b, "balances", before) < 0) return 1;

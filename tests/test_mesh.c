@@ -88,11 +88,10 @@ static troupe_mesh *up(uint32_t n) {
 
 static troupe_ref resolve(troupe_mesh *m, uint32_t i, const char *path) {
   troupe_ref r = TROUPE_REF_NONE;
-  for (int k = 0; k < 200 && troupe_ref_is_none(r); k++)
-    if (troupe_mesh_resolve(m, i, path, 1000, &r) < 0) {
-      struct timespec ts = {0, 5000000};
-      nanosleep(&ts, NULL);
-    }
+  /* the actor may not be spawned yet: retry until found, bounded */
+  TT_WAIT_UNTIL(!troupe_ref_is_none(r) ||
+                    (troupe_mesh_resolve(m, i, path, 1000, &r) == 0 &&
+                     !troupe_ref_is_none(r)), 5000);
   return r;
 }
 

@@ -535,6 +535,21 @@ static void test_concurrent_writers_pg(void) {
   pg_drop_schema(pg_url, pg_schema_name);
 }
 
+/* Idle sessions whose last statement was a LISTEN (the projection's
+ * listener connection), or -1. */
+static int pg_listening(const char *url) {
+  PGconn *c = PQconnectdb(url);
+  int n = -1;
+  if (PQstatus(c) == CONNECTION_OK) {
+    PGresult *r = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE "
+                            "state = 'idle' AND query LIKE 'LISTEN %'");
+    if (PQresultStatus(r) == PGRES_TUPLES_OK) n = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+  }
+  PQfinish(c);
+  return n;
+}
+
 /* A live PostgreSQL source is woken by NOTIFY: the events are appended
  * through another store (another connection, as another process would),
  * so no in-process notification reaches the projection, and its fallback
@@ -563,9 +578,11 @@ static void test_pg_listen_wakes(void) {
                               st.state == TROUPE_PROJECTION_RUNNING, 5000));
   uint64_t heads[NACC] = {0};
   for (int round = 0; round < 3; round++) {
-    /* let the worker go idle first (its first read and the listener) */
-    struct timespec ts = {0, 300 * 1000000L};
-    nanosleep(&ts, NULL);
+    /* the worker's listener is up and idle (its only statement is the
+     * LISTEN), and the worker has handled everything written so far */
+    TT_ASSERT(TT_WAIT_UNTIL(pg_listening(pg_url) > 0, 5000));
+    TT_ASSERT(TT_WAIT_UNTIL(troupe_projection_get_progress(p, &st) == 0 &&
+                                st.committed >= (uint64_t)round * 5, 5000));
     uint64_t t0 = tt_now_ms();
     TT_EQ_INT(write_events(wj, heads, 5, round * 5, "t"), 0);
     TT_ASSERT(TT_WAIT_UNTIL(all_seen(s, 1, (uint64_t)(round + 1) * 5), 5000));

@@ -178,13 +178,8 @@ static void crash_rounds(const char *kind, const char *jspec,
      * killed itself first */
     int st, gone = 0;
     uint64_t t0 = tt_now_ms();
-    while (!gone && tt_now_ms() - t0 < 10000) {
-      if (waitpid(pid, &st, WNOHANG) == pid) { gone = 1; break; }
-      int moved = stored_offset(kind, ospec) > offset;
-      if (moved) break;
-      struct timespec ts = {0, 10 * 1000000L};
-      nanosleep(&ts, NULL);
-    }
+    TT_WAIT_UNTIL(gone || (gone = waitpid(pid, &st, WNOHANG) == pid) ||
+                      stored_offset(kind, ospec) > offset, 10000);
     if (getenv("CRASH_VERBOSE"))
       fprintf(stderr, "round %d: progress after %llu ms\n", r,
               (unsigned long long)(tt_now_ms() - t0));

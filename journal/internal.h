@@ -142,6 +142,13 @@ void jnl_store_destroy(jnl_store *s);
 int jnl_handle_open(jnl_handle *h, const char *spec,
                         const troupe_store_options *opts);
 int jnl_handle_close(jnl_handle *h);
+/* A heap handle for the public open/close calls (troupe_journal,
+ * troupe_snapshot_store and troupe_state_store are each one jnl_handle):
+ * *out is NULL on error. jnl_handle_free(NULL) is 0; a handle is freed
+ * only when its close succeeds. */
+int jnl_handle_new(const char *spec, const troupe_store_options *opts,
+                   const char *what, jnl_handle **out);
+int jnl_handle_free(jnl_handle *h);
 int jnl_check_id(const char *what, const char *id, size_t *len);
 jnl_op *jnl_op_new(jnl_handle *h, int kind, const char *pid,
                            size_t pid_len, size_t extra);

@@ -4,24 +4,14 @@
 
 int troupe_journal_open(const char *spec, const troupe_store_options *opts,
                         troupe_journal **out) {
-  if (!out) return troupe__err(TROUPE_EINVAL, "journal_open: out is NULL");
-  *out = NULL;
-  troupe_journal *j = malloc(sizeof *j);
-  if (!j) return troupe__err(TROUPE_ENOMEM, "journal");
-  int rc = jnl_handle_open(&j->h, spec, opts);
-  if (rc < 0) {
-    free(j);
-    return rc;
-  }
-  *out = j;
-  return 0;
+  jnl_handle *h = NULL;         /* the handle is the struct's first member */
+  int rc = jnl_handle_new(spec, opts, "journal", out ? &h : NULL);
+  if (out) *out = (troupe_journal *)h;
+  return rc;
 }
 
 int troupe_journal_close(troupe_journal *j) {
-  if (!j) return 0;
-  int rc = jnl_handle_close(&j->h);
-  if (rc == 0) free(j);
-  return rc;
+  return jnl_handle_free((jnl_handle *)j);
 }
 
 const char *troupe_journal_spec(const troupe_journal *j) {

@@ -201,6 +201,28 @@ int troupe_store_migrate(const char *spec, int dry_run, troupe_migrate_cb cb,
   return vt->migrate ? vt->migrate(path, dry_run != 0, cb, data) : 0;
 }
 
+int jnl_handle_new(const char *spec, const troupe_store_options *opts,
+                   const char *what, jnl_handle **out) {
+  if (!out) return troupe__err(TROUPE_EINVAL, "%s open: out is NULL", what);
+  *out = NULL;
+  jnl_handle *h = malloc(sizeof *h);
+  if (!h) return troupe__err(TROUPE_ENOMEM, "%s", what);
+  int rc = jnl_handle_open(h, spec, opts);
+  if (rc < 0) {
+    free(h);
+    return rc;
+  }
+  *out = h;
+  return 0;
+}
+
+int jnl_handle_free(jnl_handle *h) {
+  if (!h) return 0;
+  int rc = jnl_handle_close(h);
+  if (rc == 0) free(h);
+  return rc;
+}
+
 static void drop_subs(jnl_store *s, jnl_handle *h);
 
 int jnl_handle_close(jnl_handle *h) {

@@ -4,24 +4,14 @@
 
 int troupe_state_store_open(const char *spec, const troupe_store_options *opts,
                             troupe_state_store **out) {
-  if (!out) return troupe__err(TROUPE_EINVAL, "state_store_open: out NULL");
-  *out = NULL;
-  troupe_state_store *s = malloc(sizeof *s);
-  if (!s) return troupe__err(TROUPE_ENOMEM, "state store");
-  int rc = jnl_handle_open(&s->h, spec, opts);
-  if (rc < 0) {
-    free(s);
-    return rc;
-  }
-  *out = s;
-  return 0;
+  jnl_handle *h = NULL;         /* the handle is the struct's first member */
+  int rc = jnl_handle_new(spec, opts, "state store", out ? &h : NULL);
+  if (out) *out = (troupe_state_store *)h;
+  return rc;
 }
 
 int troupe_state_store_close(troupe_state_store *s) {
-  if (!s) return 0;
-  int rc = jnl_handle_close(&s->h);
-  if (rc == 0) free(s);
-  return rc;
+  return jnl_handle_free((jnl_handle *)s);
 }
 
 int troupe_state_upsert(troupe_state_store *s, const troupe_state_record *rec,

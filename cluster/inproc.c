@@ -67,6 +67,8 @@ struct troupe__inproc {
   uint32_t n;
   ring **rings;                       /* rings[from * n + to] */
   endpoint *eps;
+  atomic_bool any_blocked;            /* some pair is cut (tests) */
+  atomic_uchar *blocked;              /* blocked[from * n + to] */
 };
 
 static inline ring *ring_of(troupe__inproc *ip, uint32_t from, uint32_t to) {
@@ -79,7 +81,8 @@ troupe__inproc *troupe__inproc_new(uint32_t n) {
   ip->n = n;
   ip->rings = calloc((size_t)n * n, sizeof *ip->rings);
   ip->eps = calloc(n, sizeof *ip->eps);
-  if (!ip->rings || !ip->eps) goto fail;
+  ip->blocked = calloc((size_t)n * n, sizeof *ip->blocked);
+  if (!ip->rings || !ip->eps || !ip->blocked) goto fail;
   for (uint32_t i = 0; i < n; i++) {
     ip->eps[i].ip = ip;
     ip->eps[i].index = i;
@@ -127,7 +130,19 @@ void troupe__inproc_free(troupe__inproc *ip) {
     for (uint32_t i = 0; i < ip->n; i++) free(ip->eps[i].dirty);
   free(ip->rings);
   free(ip->eps);
+  free((void *)ip->blocked);
   free(ip);
+}
+
+void troupe__inproc_block(troupe__inproc *ip, uint32_t a, uint32_t b,
+                          bool blocked) {
+  if (!ip || a >= ip->n || b >= ip->n || a == b) return;
+  atomic_store(&ip->blocked[(size_t)a * ip->n + b], blocked);
+  atomic_store(&ip->blocked[(size_t)b * ip->n + a], blocked);
+  bool any = false;
+  for (size_t k = 0; k < (size_t)ip->n * ip->n && !any; k++)
+    any = atomic_load(&ip->blocked[k]) != 0;
+  atomic_store(&ip->any_blocked, any);
 }
 
 /* ------------------------------------------------------------------ */
@@ -177,6 +192,15 @@ static int ep_route(troupe_system *from, troupe_system *to, troupe__env *e) {
   endpoint *fe = atomic_load_explicit(&from->xdata, memory_order_relaxed);
   endpoint *te = atomic_load_explicit(&to->xdata, memory_order_acquire);
   if (TROUPE_UNLIKELY(!te || te->ip != fe->ip)) return 1;
+  if (TROUPE_UNLIKELY(atomic_load_explicit(&fe->ip->any_blocked,
+                                           memory_order_relaxed)) &&
+      atomic_load(&fe->ip->blocked[(size_t)fe->index * fe->ip->n +
+                                   te->index])) {
+    /* a cut link (tests): the message is lost in the network */
+    atomic_fetch_add(&from->dead_letters, 1);
+    troupe__env_release(from, e);
+    return 0;
+  }
   ring *r = ring_of(fe->ip, fe->index, te->index);
   if (TROUPE_UNLIKELY(r->ovf_head != NULL) || !ring_put(r, e)) {
     e->next = NULL;

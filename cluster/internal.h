@@ -40,6 +40,12 @@ void troupe__inproc_free(troupe__inproc *ip);
 int troupe__inproc_attach(troupe__inproc *ip, uint32_t i, troupe_system *sys);
 /* Drop what waits for this endpoint (earlier incarnations' messages). */
 void troupe__inproc_detach(troupe__inproc *ip, uint32_t i);
+/* Cut (blocked) or restore the link between endpoints a and b, both
+ * directions: while cut, envelopes between them are lost (counted as the
+ * sender's dead letters), as on a partitioned network. Any thread; for
+ * the multi-node test kit. */
+void troupe__inproc_block(troupe__inproc *ip, uint32_t a, uint32_t b,
+                          bool blocked);
 
 /*
  * The in-memory transport (cluster/memtransport.c, scheme "mem"), for

@@ -321,6 +321,15 @@ void troupe__sysq_push(troupe_system *sys, troupe__env *e);
 int troupe__sys_send(troupe_system *sys, uint64_t target, uint32_t kind,
                      uint64_t aux64, int32_t aux);
 void troupe__wake_dispatch(troupe_system *sys);
+/* Drive a system from the calling thread one non-blocking loop iteration
+ * at a time instead of troupe_system_run (the multi-node test kit runs
+ * several systems on one thread). begin: CREATED -> RUNNING as run does;
+ * step: one uv_run(NOWAIT) as sys's thread, returns false once the system
+ * has terminated (its loop has nothing left); end: after step returned
+ * false, finish as run does and return the exit code. */
+int troupe__system_step_begin(troupe_system *sys);
+bool troupe__system_step(troupe_system *sys);
+int troupe__system_step_end(troupe_system *sys);
 /* Post fn(sys, arg) to the system's loop from any thread. */
 int troupe__post(troupe_system *sys, void (*fn)(troupe_system *, void *),
                  void *arg);

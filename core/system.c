@@ -549,7 +549,7 @@ void troupe__system_terminated(troupe_system *sys) {
   uv_walk(&sys->loop, walk_close, NULL);
 }
 
-static int run_loop(troupe_system *sys) {
+static void run_begin(troupe_system *sys) {
   troupe__current = sys;
   atomic_store(&sys->loop_thread, (uintptr_t)pthread_self());
   /* the inbox wake-up must keep the loop alive while running */
@@ -558,7 +558,9 @@ static int run_loop(troupe_system *sys) {
   troupe__wake_dispatch(sys);
   /* anything posted before we ran */
   if (atomic_load(&sys->wake_pending)) on_async(&sys->async);
-  uv_run(&sys->loop, UV_RUN_DEFAULT);
+}
+
+static int run_end(troupe_system *sys) {
   /* drain what is left (close callbacks) */
   while (uv_run(&sys->loop, UV_RUN_NOWAIT)) {}
   int rc = uv_loop_close(&sys->loop);
@@ -573,6 +575,44 @@ static int run_loop(troupe_system *sys) {
   pthread_cond_broadcast(&sys->cond);
   pthread_mutex_unlock(&sys->lock);
   return sys->exit_code;
+}
+
+static int run_loop(troupe_system *sys) {
+  run_begin(sys);
+  uv_run(&sys->loop, UV_RUN_DEFAULT);
+  return run_end(sys);
+}
+
+int troupe__system_step_begin(troupe_system *sys) {
+  if (!sys) return troupe__err(TROUPE_EINVAL, "system_step_begin: NULL");
+  int expect = TROUPE__SYS_CREATED;
+  if (!atomic_compare_exchange_strong(&sys->state, &expect,
+                                      TROUPE__SYS_RUNNING))
+    return troupe__err(TROUPE_ESTATE, "system %s already ran", sys->name);
+  troupe_system *prev = troupe__current;
+  run_begin(sys);
+  troupe__current = prev;
+  return 0;
+}
+
+bool troupe__system_step(troupe_system *sys) {
+  if (!sys || !sys->loop_inited) return false;
+  troupe_system *prev = troupe__current;
+  troupe__current = sys;
+  int alive = uv_run(&sys->loop, UV_RUN_NOWAIT);
+  troupe__current = prev;
+  return alive != 0 &&
+         atomic_load(&sys->state) != TROUPE__SYS_TERMINATED;
+}
+
+int troupe__system_step_end(troupe_system *sys) {
+  if (!sys || !sys->loop_inited)
+    return troupe__err(TROUPE_ESTATE, "system_step_end: not stepping");
+  troupe_system *prev = troupe__current;
+  troupe__current = sys;
+  int rc = run_end(sys);
+  troupe__current = prev;
+  return rc;
 }
 
 int troupe_system_run(troupe_system *sys) {

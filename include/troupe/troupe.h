@@ -11,6 +11,9 @@
 #include "troupe/actor.h"
 #include "troupe/remote.h"
 #include "troupe/mesh.h"
+#include "troupe/persistence.h"
+#include "troupe/cluster.h"
+#include "troupe/sharding.h"
 #include "troupe/projection.h"
 
 #endif

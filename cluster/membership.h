@@ -55,4 +55,23 @@ size_t troupe__cluster_view(troupe__cluster *c, troupe_member *out,
 /* This node's address (valid while the cluster runs). */
 const char *troupe__cluster_self(troupe__cluster *c);
 
+/*
+ * The gossip message between daemons (registered as
+ * "troupe.cluster.Gossip" v1), declared here for tests that feed a daemon
+ * malformed gossip. members: troupe__cluster_wmember items; vc:
+ * {char *node; uint64_t n} items; seen: char * items; reach: {char
+ * *observer; char *subject; uint64_t uid; uint64_t version; bool
+ * unreachable} items. A daemon validates every field and drops (and logs)
+ * a malformed gossip.
+ */
+typedef struct troupe__cluster_gossip {
+  char *from;
+  uint64_t from_uid;
+  troupe_vec members;
+  troupe_vec vc;
+  troupe_vec seen;
+  troupe_vec reach;
+} troupe__cluster_gossip;
+extern troupe_type TROUPE__T_CLUSTER_GOSSIP;
+
 #endif

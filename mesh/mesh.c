@@ -101,7 +101,7 @@ static void backoff(troupe_mesh *m, uint64_t ms) {
 static int worker_loop(troupe__worker *w) {
   troupe_mesh *m = w->m;
   int rc = 0;
-  while (!atomic_load(&m->stopping)) {
+  while (!atomic_load(&m->stopping) && !atomic_load(&w->crashed)) {
     troupe_system_opts so = m->o.system ? *m->o.system
                                         : (troupe_system_opts){0};
     char name[64];
@@ -133,7 +133,8 @@ static int worker_loop(troupe__worker *w) {
       w->window_start_ms = now;
       w->in_window = 0;
     }
-    bool restart = rc != 0 && w->in_window < m->o.max_restarts;
+    bool restart = rc != 0 && w->in_window < m->o.max_restarts &&
+                   !atomic_load(&w->crashed);
     if (m->o.on_lost) m->o.on_lost(m->o.data, w->index, rc, restart);
     if (!restart) break;
     uint64_t delay = m->o.backoff_min_ms << (w->in_window < 20 ? w->in_window
@@ -287,6 +288,41 @@ int troupe_mesh_resolve(troupe_mesh *m, uint32_t index, const char *path,
     snprintf(uri, sizeof uri, "troupe://%s%s", sys->name, path);
     rc = troupe_resolve_blocking(sys, uri, timeout_ms, out);
   }
+  pthread_mutex_unlock(&m->lock);
+  return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Test hooks (mesh/internal.h) */
+
+void troupe__mesh_block(troupe_mesh *m, uint32_t a, uint32_t b,
+                        bool blocked) {
+  if (!m || a >= m->o.workers || b >= m->o.workers || a == b) return;
+  troupe__inproc_block(m->ip, a, b, blocked);
+}
+
+int troupe__mesh_crash(troupe_mesh *m, uint32_t i) {
+  if (!m || i >= m->o.workers)
+    return troupe__err(TROUPE_EINVAL, "troupe__mesh_crash: bad argument");
+  /* cut first, so that nothing the stopping system sends gets out */
+  for (uint32_t j = 0; j < m->o.workers; j++)
+    if (j != i) troupe__inproc_block(m->ip, i, j, true);
+  pthread_mutex_lock(&m->lock);
+  atomic_store(&m->w[i].crashed, true);
+  if (m->w[i].sys) troupe_system_stop(m->w[i].sys);
+  pthread_cond_broadcast(&m->cond);   /* ends a restart backoff */
+  pthread_mutex_unlock(&m->lock);
+  return 0;
+}
+
+int troupe__mesh_with(troupe_mesh *m, uint32_t i,
+                      int (*fn)(troupe_system *sys, void *arg), void *arg) {
+  if (!m || !fn || i >= m->o.workers)
+    return troupe__err(TROUPE_EINVAL, "troupe__mesh_with: bad argument");
+  pthread_mutex_lock(&m->lock);
+  troupe_system *sys = m->w[i].sys;
+  int rc = sys ? fn(sys, arg)
+               : troupe__err(TROUPE_ECLOSED, "worker %u is not running", i);
   pthread_mutex_unlock(&m->lock);
   return rc;
 }

@@ -729,10 +729,13 @@ static void send_gossip(troupe__cluster *c, const char *addr) {
   wire_release(&w);
 }
 
+/* To every member not removed — down ones included, so that a node
+ * downed while it is still reachable (troupe_cluster_down) learns it and
+ * stops. */
 static void gossip_all(troupe__cluster *c) {
   for (size_t i = 0; i < c->g.nm; i++) {
     const mem *m = &c->g.m[i];
-    if (is_active(m) && strcmp(m->addr, c->self) != 0)
+    if (is_live(m) && strcmp(m->addr, c->self) != 0)
       send_gossip(c, m->addr);
   }
 }

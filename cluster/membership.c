@@ -127,16 +127,16 @@ static const troupe_field wcmd_fields[] = {TROUPE_FIELD(wcmd, kind, U32),
 static troupe_type T_CMD = TROUPE_TYPE("troupe.cluster.Command", 1, wcmd,
                                        wcmd_fields);
 
-typedef struct wempty {
-  uint8_t unused;
-} wempty;
-static const troupe_field wempty_fields[] = {TROUPE_FIELD(wempty, unused, U8)};
-troupe_type TROUPE__T_CLUSTER_TICK =
-    TROUPE_TYPE("troupe.cluster.Tick", 1, wempty, wempty_fields);
+/* Empty local messages (never on the wire): no fields, size 0, so a tell
+ * may pass NULL as the value. Prepared here like the core's built-ins. */
+#define EMPTY_TYPE(m) \
+  {.manifest = (m), .version = 1, .size = 0, \
+   ._flags = TROUPE__TF_PREPARED | TROUPE__TF_FLAT}
+troupe_type TROUPE__T_CLUSTER_TICK = EMPTY_TYPE("troupe.cluster.Tick");
 troupe_type TROUPE__T_CLUSTER_PREPARE_LEAVE =
-    TROUPE_TYPE("troupe.cluster.PrepareLeave", 1, wempty, wempty_fields);
+    EMPTY_TYPE("troupe.cluster.PrepareLeave");
 troupe_type TROUPE__T_CLUSTER_LEAVE_READY =
-    TROUPE_TYPE("troupe.cluster.LeaveReady", 1, wempty, wempty_fields);
+    EMPTY_TYPE("troupe.cluster.LeaveReady");
 
 /* The public event (local only: the event stream never crosses nodes). */
 static const troupe_field member_fields[] = {
@@ -163,9 +163,7 @@ static int types_rc;
 static void register_types(void) {
   const troupe_type *all[] = {
     &T_WMEMBER, &T_WVC, &T_WREACH, &TROUPE__T_CLUSTER_GOSSIP, &T_JOIN,
-    &T_HB, &T_HBRSP, &T_CMD, &TROUPE__T_CLUSTER_TICK,
-    &TROUPE__T_CLUSTER_PREPARE_LEAVE, &TROUPE__T_CLUSTER_LEAVE_READY,
-    &T_MEMBER, &TROUPE_T_CLUSTER_EVENT,
+    &T_HB, &T_HBRSP, &T_CMD, &T_MEMBER, &TROUPE_T_CLUSTER_EVENT,
   };
   for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
     int rc = troupe_type_register(all[i]);
@@ -1213,12 +1211,11 @@ static void leave_self(troupe__cluster *c, uint64_t now) {
     return;
   c->preparing = true;
   c->prepare_deadline = now + PREPARE_TIMEOUT_MS;
-  wempty e = {0};
-  for (size_t i = 0; i < c->nblockers; i++) {
+    for (size_t i = 0; i < c->nblockers; i++) {
     waiter *w = &c->blockers[i];
     w->pending = troupe_ref_alive(c->sys, w->ref);
     if (w->pending)
-      (void)troupe_send(c->ctx, w->ref, &TROUPE__T_CLUSTER_PREPARE_LEAVE, &e);
+      (void)troupe_send(c->ctx, w->ref, &TROUPE__T_CLUSTER_PREPARE_LEAVE, NULL);
   }
   prepare_check(c, now);
 }
@@ -1283,12 +1280,11 @@ static void round_work(troupe__cluster *c) {
   }
   if (gossip_due) {
     c->last_gossip_ms = now ? now : 1;
-    wempty e = {0};
-    size_t k = 0;
+        size_t k = 0;
     for (size_t i = 0; i < c->nticks; i++) {
       if (!troupe_ref_alive(c->sys, c->ticks[i])) continue;
       c->ticks[k++] = c->ticks[i];
-      (void)troupe_send(c->ctx, c->ticks[i], &TROUPE__T_CLUSTER_TICK, &e);
+      (void)troupe_send(c->ctx, c->ticks[i], &TROUPE__T_CLUSTER_TICK, NULL);
     }
     c->nticks = k;
   }
@@ -1601,9 +1597,8 @@ int troupe__cluster_leave_blocker_add(troupe_system *sys, troupe_ref who) {
   c->blockers[c->nblockers++] = (waiter){who, false};
   if (c->preparing) {
     /* joined the leave already under way: tell it too */
-    wempty e = {0};
     c->blockers[c->nblockers - 1].pending = true;
-    (void)troupe_tell(who, &TROUPE__T_CLUSTER_PREPARE_LEAVE, &e, c->daemon);
+    (void)troupe_tell(who, &TROUPE__T_CLUSTER_PREPARE_LEAVE, NULL, c->daemon);
   }
   return 0;
 }

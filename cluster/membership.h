@@ -40,6 +40,8 @@ int troupe__cluster_tick_subscribe(troupe_system *sys, troupe_ref who);
  * has answered with TROUPE__T_CLUSTER_LEAVE_READY (told to the daemon,
  * sender = who), or stopped, or prepare_timeout (default 30 s) passed.
  */
+/* TICK, PREPARE_LEAVE and LEAVE_READY are empty (size 0, local only):
+ * tell them with a NULL value. */
 extern troupe_type TROUPE__T_CLUSTER_PREPARE_LEAVE;
 extern troupe_type TROUPE__T_CLUSTER_LEAVE_READY;
 int troupe__cluster_leave_blocker_add(troupe_system *sys, troupe_ref who);

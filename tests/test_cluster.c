@@ -104,6 +104,13 @@ static bool all_up(tnode *ns, size_t n, int want) {
   return true;
 }
 
+static bool status_is(troupe_system *sys, const char *addr,
+                      troupe_member_status st) {
+  troupe_member_status s = 0;
+  troupe_cluster_member_status(sys, addr, &s);
+  return s == st;
+}
+
 /* ------------------------------------------------------------------ */
 /* A subscriber counting events; a tick counter                        */
 
@@ -559,6 +566,120 @@ static void test_tcp(void) {
   TT_ASSERT(ok);
 }
 
+/* ------------------------------------------------------------------ */
+/* Clock mode: nothing happens without troupe_cluster_tick            */
+
+static atomic_uint_fast64_t clock_ms;
+static uint64_t test_clock(void *data) {
+  (void)data;
+  return atomic_load(&clock_ms);
+}
+
+static void test_clock_mode(void) {
+  troupe_cluster_opts o = fast_opts();
+  o.clock = test_clock;
+  atomic_store(&clock_ms, 1000);
+  tnode ns[2];
+  static const char *seeds[] = {"troupe://a@a:1"};
+  TT_EQ_INT(node_up(&ns[0], "clk", "a", &o, seeds, 1), 0);
+  TT_EQ_INT(node_up(&ns[1], "clk", "b", &o, seeds, 1), 0);
+  atomic_store(&ticks, 0);
+  troupe_ref r;
+  TT_EQ_INT(troupe_system_spawn(ns[0].sys, &ticker_b, NULL, &r), 0);
+  /* no timers: without ticks nobody forms anything */
+  troupe_ref d;
+  TT_EQ_INT(troupe_resolve_blocking(ns[0].sys, "troupe://a@a:1/system/cluster",
+                                    2000, &d), 0);
+  TT_EQ_INT(count_status(ns[0].sys, 0), 0);
+  TT_EQ_INT(atomic_load(&ticks), 0);
+  TT_EQ_INT(troupe_cluster_tick(NULL), TROUPE_EINVAL);
+  bool ok = false;
+  for (int i = 0; i < 400 && !ok; i++) {
+    atomic_fetch_add(&clock_ms, 25);
+    TT_EQ_INT(troupe_cluster_tick(ns[0].sys), 0);
+    TT_EQ_INT(troupe_cluster_tick(ns[1].sys), 0);
+    ok = TT_WAIT_UNTIL(all_up(ns, 2, 2), 10);
+  }
+  TT_ASSERT(ok);
+  TT_ASSERT(atomic_load(&ticks) >= 1);
+  stop_all(ns, 2);
+}
+
+/* ------------------------------------------------------------------ */
+/* Leave waits for the leave blockers (sharding regions)              */
+
+static atomic_int prepared;
+static atomic_bool release_blocker;
+static int blocker_init(troupe_ctx *ctx, void *st, const void *arg) {
+  (void)st;
+  (void)arg;
+  return troupe__cluster_leave_blocker_add(troupe_ctx_system(ctx),
+                                           troupe_self(ctx));
+}
+static int blocker_recv(troupe_ctx *ctx, void *st, const troupe_msg *msg) {
+  (void)st;
+  if (msg->type == &TROUPE__T_CLUSTER_PREPARE_LEAVE) {
+    atomic_fetch_add(&prepared, 1);
+    /* answer later (a hand-off takes a while): poll on the ticks */
+    return troupe__cluster_tick_subscribe(troupe_ctx_system(ctx),
+                                          troupe_self(ctx));
+  }
+  if (msg->type == &TROUPE__T_CLUSTER_TICK) {
+    if (!atomic_load(&release_blocker)) return 0;
+    troupe_ref d = troupe__cluster_daemon(troupe_ctx_system(ctx));
+    return troupe_send(ctx, d, &TROUPE__T_CLUSTER_LEAVE_READY, NULL);
+  }
+  return TROUPE_UNHANDLED;
+}
+static const troupe_behavior blocker_b = {.name = "blocker",
+                                          .init = blocker_init,
+                                          .receive = blocker_recv};
+
+static void test_leave_blocker(void) {
+  troupe_cluster_opts o = fast_opts();
+  tnode ns[2];
+  int rc;
+  atomic_store(&prepared, 0);
+  atomic_store(&release_blocker, false);
+  start_n(ns, 2, "lb", &o, &rc);
+  TT_EQ_INT(rc, 0);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns, 2, 2), WAIT_MS));
+  troupe_ref r;
+  TT_EQ_INT(troupe_system_spawn(ns[1].sys, &blocker_b, NULL, &r), 0);
+  TT_EQ_INT(troupe_cluster_leave(ns[1].sys, NULL), 0);
+  TT_ASSERT(TT_WAIT_UNTIL(atomic_load(&prepared) == 1, WAIT_MS));
+  /* still up while the blocker has not answered */
+  TT_ASSERT(!TT_WAIT_UNTIL(!status_is(ns[0].sys, "troupe://b@b:1",
+                                      TROUPE_MEMBER_UP), 300));
+  atomic_store(&release_blocker, true);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns, 1, 1), WAIT_MS));
+  TT_ASSERT(TT_WAIT_UNTIL(troupe__cluster_get(ns[1].sys) == NULL, WAIT_MS));
+  stop_all(ns, 2);
+}
+
+/* ------------------------------------------------------------------ */
+/* Defaults: a crashed node is downed and removed well within 10 s     */
+
+static void test_crash_defaults(void) {
+  troupe_cluster_opts o;
+  memset(&o, 0, sizeof o);
+  tnode ns[3];
+  int rc;
+  start_n(ns, 3, "dflt", &o, &rc);
+  TT_EQ_INT(rc, 0);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns, 3, 3), WAIT_MS));
+  troupe__memnet *net = troupe__memnet_get("dflt");
+  uint64_t t0 = tt_now_ms();
+  TT_EQ_INT(troupe__memnet_partition(net, "c:1", NULL), 0);
+  node_down(&ns[2]);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns, 2, 2), 10000));
+  uint64_t dt = tt_now_ms() - t0;
+  printf("# defaults: crashed node removed after %" PRIu64 " ms\n", dt);
+  TT_ASSERT(dt < 10000);
+  troupe__memnet_put(net);
+  stop_all(ns, 3);
+}
+
 int main(int argc, char **argv) {
   tt_init(argc, argv);
   TT_RUN(test_api_errors);
@@ -575,5 +696,8 @@ int main(int argc, char **argv) {
   TT_RUN(test_malformed_gossip);
   TT_RUN(test_mesh);
   TT_RUN(test_tcp);
+  TT_RUN(test_clock_mode);
+  TT_RUN(test_leave_blocker);
+  TT_RUN(test_crash_defaults);
   return tt_done();
 }

@@ -1025,7 +1025,6 @@ static void failure_detection(troupe__cluster *c, uint64_t now, bool send) {
   qsort(ring, n, sizeof ring[0], addr_cmp);
   size_t me = 0;
   while (me < n && strcmp(ring[me], c->self) != 0) me++;
-  for (size_t i = 0; i < c->npeers; i++) c->peers[i]->mon_uid |= 0; /* keep */
   bool want[MAX_MEMBERS] = {false};
   if (me < n)
     for (size_t k = 1; k < n && k <= c->o.monitored; k++)

@@ -320,6 +320,23 @@ static void test_leave(void) {
   stop_all(ns, 3);
 }
 
+static void test_leader_leave(void) {
+  troupe_cluster_opts o = fast_opts();
+  tnode ns[3];
+  int rc;
+  start_n(ns, 3, "ll", &o, &rc);
+  TT_EQ_INT(rc, 0);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns, 3, 3), WAIT_MS));
+  TT_EQ_INT(troupe_cluster_leave(ns[0].sys, NULL), 0);
+  TT_ASSERT(TT_WAIT_UNTIL(all_up(ns + 1, 2, 2), WAIT_MS));
+  char buf[TROUPE_ADDRESS_MAX];
+  TT_ASSERT(troupe_cluster_leader(ns[2].sys, buf, sizeof buf) > 0);
+  TT_EQ_STR(buf, "troupe://b@b:1");
+  TT_ASSERT(troupe_cluster_oldest(ns[2].sys, buf, sizeof buf) > 0);
+  TT_ASSERT(strcmp(buf, "troupe://a@a:1") != 0);
+  stop_all(ns, 3);
+}
+
 static void test_crash(void) {
   troupe_cluster_opts o = fast_opts();
   tnode ns[3];
@@ -687,6 +704,7 @@ int main(int argc, char **argv) {
   TT_RUN(test_single_node_mesh_less);
   TT_RUN(test_three_nodes);
   TT_RUN(test_leave);
+  TT_RUN(test_leader_leave);
   TT_RUN(test_crash);
   TT_RUN(test_keep_majority);
   TT_RUN(test_static_quorum);

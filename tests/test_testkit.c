@@ -192,11 +192,6 @@ static void check_start_stop(tk_variant v) {
   TT_EQ_INT(tk_start(&t, v, 2, &o), TROUPE_EIO);
   TT_ASSERT(t == NULL);
   fail_on = -1;
-  /* asking for a cluster without a daemon in the build fails cleanly */
-  if (!tk_have_cluster()) {
-    tk_opts co = {.cluster = true};
-    TT_EQ_INT(tk_start(&t, v, 2, &co), TROUPE_ESTATE);
-  }
 }
 
 typedef struct run_arg {
@@ -401,6 +396,74 @@ static void test_mem_deterministic(void) {
   TT_EQ_INT(lines, 2 * (6 * 3 + 4));
 }
 
+/* ------------------------------------------------------------------ */
+/* Cluster directives */
+
+static int cstart(tk **t, tk_variant v, uint32_t n, uint32_t initial,
+                  troupe_sbr_strategy sbr) {
+  reset();
+  fail_on = -1;
+  tk_opts o = {.init = init, .initial = initial, .cluster = true};
+  o.cluster_opts.sbr = sbr;
+  int rc = tk_start(t, v, n, &o);
+  g_kit = *t;
+  return rc;
+}
+
+static uint64_t wait_ms(tk_variant v) { return v == TK_MEM ? 20000 : 10000; }
+
+static void check_cluster(tk_variant v) {
+  tk *t;
+  uint64_t W = wait_ms(v);
+  TT_EQ_INT(cstart(&t, v, 3, 2, TROUPE_SBR_OFF), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  TT_EQ_INT(tk_wait_members(t, 0, 2, W), 0);
+  /* a wait that cannot succeed times out and says what it saw */
+  TT_EQ_INT(tk_wait_members(t, 1, 3, 200), TROUPE_ETIMEDOUT);
+  TT_ASSERT(strstr(tk_errmsg(t), "node 1 sees") != NULL);
+  TT_EQ_INT(tk_wait_status(t, 0, 2, TROUPE_MEMBER_UP, 100), TROUPE_ETIMEDOUT);
+  /* a node that joins later */
+  TT_EQ_INT(tk_start_node(t, 2), 0);
+  TT_EQ_INT(tk_wait_status(t, 0, 2, TROUPE_MEMBER_UP, W), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  for (uint32_t i = 0; i < 3; i++) TT_EQ_INT(tk_wait_members(t, i, 3, W), 0);
+  /* cut node 2 off: unreachable (and, with no resolver, still a member);
+   * healed: reachable again */
+  TT_EQ_INT(tk_partition(t, 2, 0), 0);
+  TT_EQ_INT(tk_partition(t, 2, 1), 0);
+  TT_EQ_INT(tk_wait_reachable(t, 0, 2, false, W), 0);
+  TT_EQ_INT(tk_wait_reachable(t, 2, 1, false, W), 0);
+  TT_EQ_INT(tk_wait_converged(t, 100), TROUPE_ETIMEDOUT);
+  TT_EQ_INT(tk_wait_status(t, 0, 2, TROUPE_MEMBER_UP, 10), 0);
+  TT_EQ_INT(tk_heal(t, 2, 0), 0);
+  TT_EQ_INT(tk_heal(t, 2, 1), 0);
+  TT_EQ_INT(tk_wait_reachable(t, 0, 2, true, W), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  /* graceful leave: removed everywhere, the node itself keeps running */
+  TT_EQ_INT(tk_leave(t, 2), 0);
+  TT_EQ_INT(tk_wait_removed(t, 2, W), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  TT_EQ_INT(tk_wait_members(t, 0, 2, W), 0);
+  TT_ASSERT(tk_alive(t, 2));
+  tk_stop(t);
+}
+
+static void check_cluster_crash(tk_variant v) {
+  tk *t;
+  uint64_t W = wait_ms(v);
+  TT_EQ_INT(cstart(&t, v, 3, 0, TROUPE_SBR_KEEP_MAJORITY), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  TT_EQ_INT(tk_wait_removed(t, 2, 100), TROUPE_ETIMEDOUT);
+  TT_EQ_INT(tk_crash(t, 2), 0);
+  /* the failure detector notices, the resolver downs it, the leader
+   * removes it */
+  TT_EQ_INT(tk_wait_reachable(t, 0, 2, false, W), 0);
+  TT_EQ_INT(tk_wait_removed(t, 2, W), 0);
+  TT_EQ_INT(tk_wait_converged(t, W), 0);
+  TT_EQ_INT(tk_wait_members(t, 1, 2, W), 0);
+  tk_stop(t);
+}
+
 #define BOTH(check)                                                        \
   static void test_##check##_mem(void) { check_##check(TK_MEM); }          \
   static void test_##check##_mesh(void) { check_##check(TK_MESH); }
@@ -413,6 +476,8 @@ BOTH(crash)
 BOTH(barrier)
 BOTH(wait_timeout)
 BOTH(start_node)
+BOTH(cluster)
+BOTH(cluster_crash)
 
 int main(int argc, char **argv) {
   tt_init(argc, argv);
@@ -436,5 +501,9 @@ int main(int argc, char **argv) {
   TT_RUN(test_start_node_mem);
   TT_RUN(test_start_node_mesh);
   TT_RUN(test_mem_deterministic);
+  TT_RUN(test_cluster_mem);
+  TT_RUN(test_cluster_mesh);
+  TT_RUN(test_cluster_crash_mem);
+  TT_RUN(test_cluster_crash_mesh);
   return tt_done();
 }

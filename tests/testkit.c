@@ -30,15 +30,6 @@
 #include <stdio.h>
 #include <time.h>
 
-/* Until the membership daemon (cluster/membership.c) is in the library,
- * the kit links without it: cluster calls are weak and a kit asked for a
- * cluster fails to start. */
-#pragma weak troupe_cluster_start
-#pragma weak troupe_cluster_tick
-#pragma weak troupe_cluster_members
-#pragma weak troupe_cluster_converged
-#pragma weak troupe_cluster_leave
-
 enum { NODE_PENDING = 0, NODE_RUNNING, NODE_GONE };
 
 typedef struct tk_node {
@@ -113,8 +104,6 @@ static int tk_fail(tk *t, int code, const char *fmt, ...) {
   return troupe__err(code, "%s", t->err);
 }
 
-bool tk_have_cluster(void) { return troupe_cluster_start != NULL; }
-
 const char *tk_errmsg(const tk *t) { return t ? t->err : ""; }
 tk_variant tk_variant_of(const tk *t) { return t->v; }
 uint32_t tk_size(const tk *t) { return t->n; }
@@ -152,8 +141,6 @@ troupe_system *tk_system(tk *t, uint32_t i) {
 static int node_setup(tk *t, uint32_t i, troupe_system *sys) {
   int rc;
   if (t->o.cluster) {
-    if (!troupe_cluster_start)
-      return troupe__err(TROUPE_ESTATE, "no cluster daemon in this build");
     rc = troupe_cluster_start(sys, &t->copts);
     if (rc < 0) return rc;
   }
@@ -207,7 +194,7 @@ static void mem_settle(tk *t) {
 static void mem_round(tk *t) {
   uint64_t tick = t->o.tick_ms;
   atomic_fetch_add(&t->vnow, tick);
-  if (t->o.cluster && troupe_cluster_tick)
+  if (t->o.cluster)
     for (uint32_t i = 0; i < t->n; i++)
       if (atomic_load(&t->node[i].state) == NODE_RUNNING)
         troupe_cluster_tick(t->node[i].sys);
@@ -224,7 +211,9 @@ static int mem_node_start(tk *t, uint32_t i) {
     return tk_fail(t, rc, "node %u: troupe_system_create: %s", i,
                    troupe_errmsg());
   sys->rng = (t->o.seed ? t->o.seed : 0x7e57c0deull) + i;
-  troupe_remote_opts ro = {.listen = nd->listen};
+  /* membership notices a lost node through its failure detector, not
+   * through remoting's (real-time) node-lost timer */
+  troupe_remote_opts ro = {.listen = nd->listen, .node_lost_ms = 600000};
   rc = troupe_remote_start(sys, &ro);
   if (rc < 0) {
     tk_fail(t, rc, "node %u: troupe_remote_start(%s): %s", i, nd->listen,
@@ -571,8 +560,6 @@ static const char *status_name(troupe_member_status s) {
 
 static int members_fn(troupe_system *sys, void *data) {
   members_q *q = data;
-  if (!troupe_cluster_members)
-    return troupe__err(TROUPE_ESTATE, "no cluster daemon in this build");
   q->count = troupe_cluster_members(sys, q->m, TK_MAX_NODES + 8);
   q->converged = troupe_cluster_converged(sys);
   return q->count < 0 ? q->count : 0;
@@ -692,20 +679,31 @@ int tk_wait_reachable(tk *t, uint32_t observer, uint32_t subject,
 
 static bool cond_converged(tk *t, void *data) {
   (void)data;
-  uint32_t live = 0;
-  for (uint32_t j = 0; j < t->n; j++) live += tk_alive(t, j);
+  /* the nodes whose daemon runs and that hold themselves members */
+  static members_q q[TK_MAX_NODES];
+  bool in[TK_MAX_NODES];
+  uint32_t count = 0;
   for (uint32_t i = 0; i < t->n; i++) {
-    if (!tk_alive(t, i)) continue;
-    members_q q;
-    if (!members_of(t, i, &q) || !q.converged || (uint32_t)q.count != live)
-      return false;
+    in[i] = tk_alive(t, i) && members_of(t, i, &q[i]);
+    if (in[i]) {
+      /* a node on its way out (exiting, down) is no longer counted */
+      const troupe_member *self = find_member(&q[i], t->node[i].address);
+      in[i] = !self || (self->status != TROUPE_MEMBER_EXITING &&
+                        self->status != TROUPE_MEMBER_DOWN &&
+                        self->status != TROUPE_MEMBER_REMOVED);
+    }
+    count += in[i];
+  }
+  for (uint32_t i = 0; i < t->n; i++) {
+    if (!in[i]) continue;
+    if (!q[i].converged || (uint32_t)q[i].count != count) return false;
     for (uint32_t j = 0; j < t->n; j++) {
-      if (!tk_alive(t, j)) continue;
-      const troupe_member *m = find_member(&q, t->node[j].address);
+      if (!in[j]) continue;
+      const troupe_member *m = find_member(&q[i], t->node[j].address);
       if (!m || m->status != TROUPE_MEMBER_UP || !m->reachable) return false;
     }
   }
-  return true;
+  return count > 0;
 }
 
 int tk_wait_converged(tk *t, uint64_t timeout_ms) {

@@ -96,9 +96,6 @@ int tk_start_node(tk *t, uint32_t i);
 /* Stop every node (clean shutdown) and free the kit. NULL is fine. */
 void tk_stop(tk *t);
 
-/* Whether the library has the cluster daemon (opts.cluster works). */
-bool tk_have_cluster(void);
-
 tk_variant tk_variant_of(const tk *t);
 uint32_t tk_size(const tk *t);
 const char *tk_variant_name(tk_variant v);   /* "mem" / "mesh" */
@@ -147,8 +144,9 @@ int tk_wait_status(tk *t, uint32_t observer, uint32_t subject,
 /* Node observer sees node subject as reachable / unreachable. */
 int tk_wait_reachable(tk *t, uint32_t observer, uint32_t subject,
                       bool reachable, uint64_t timeout_ms);
-/* Every live node is converged, sees every other live node up, and they
- * all agree on the member set. */
+/* Every live node that is still a member in its own eyes (its daemon
+ * runs and it is not exiting or down) is converged and sees exactly
+ * those nodes, all up and reachable. */
 int tk_wait_converged(tk *t, uint64_t timeout_ms);
 /* No live node other than subject lists subject any more. */
 int tk_wait_removed(tk *t, uint32_t subject, uint64_t timeout_ms);

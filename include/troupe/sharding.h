@@ -129,6 +129,12 @@ typedef struct troupe_sharding_stats {
   uint64_t started;            /* entities started (incl. recoveries) */
   uint64_t passivated;
   uint64_t handoffs;           /* shards handed off from here */
+  uint64_t failures;           /* entity failures seen by the region */
+  uint64_t conflicts;          /* of which single-writer violations: a
+                                  journal sequence conflict
+                                  (TROUPE_ECONFLICT) or an id already live
+                                  (TROUPE_EBUSY); 0 unless something is
+                                  wrong */
 } troupe_sharding_stats;
 
 /* Counters of the region of type_name on sys (any thread; a consistent

@@ -1820,7 +1820,7 @@ int troupe_cluster_members(troupe_system *sys, troupe_member *out,
   if (max && !out) return troupe__err(TROUPE_EINVAL, "NULL output");
   pthread_mutex_lock(&c->lock);
   size_t n = c->nsnap;
-  if (out && max) memcpy(out, c->snap, (n < max ? n : max) * sizeof *out);
+  if (out && max && n) memcpy(out, c->snap, (n < max ? n : max) * sizeof *out);
   pthread_mutex_unlock(&c->lock);
   return (int)n;
 }

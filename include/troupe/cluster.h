@@ -14,9 +14,11 @@
  * split-brain resolver or troupe_cluster_down) and then removed. The
  * member set is versioned (vector clock) and gossiped until every member
  * has seen the same version (convergence). The leader — the up or leaving
- * member with the lowest address among the reachable ones — moves members
+ * member with the lowest address among the reachable ones; while nobody
+ * is up yet, the lowest reachable joining member — moves members
  * forward (joining -> up, leaving -> exiting -> removed, down -> removed)
- * only at convergence. Convergence ignores members that are down; an
+ * only at convergence. Convergence ignores members that are down (and
+ * exiting members that are unreachable: they are on their way out); an
  * unreachable member blocks it (so nothing moves while the cluster cannot
  * agree, until the resolver downs someone).
  *

@@ -1621,7 +1621,12 @@ static int coord_receive(troupe_ctx *ctx, void *st, const troupe_msg *msg) {
           if (home) c_send(c, msg->sender, SH_HOME, m->shard, home);
         } else {
           c_check_ready(c);
-          c_allocate(c, m->shard);
+          /* the broadcast reaches registered regions; answer the asker
+           * too when it is not one of them (yet) */
+          if (c_allocate(c, m->shard) && !creg_by_ref(c, msg->sender)) {
+            creg *home = creg_by_id(c, c->owner[m->shard]);
+            if (home) c_send(c, msg->sender, SH_HOME, m->shard, home);
+          }
         }
         break;
       case SH_BEGIN_ACK: {
@@ -1940,7 +1945,7 @@ int troupe_sharding_shards_of(troupe_system *sys, const char *type_name,
   pthread_mutex_unlock(&reg_lock);
   if (!e) return troupe__err(TROUPE_ENOENT, "no sharding region %s",
                              type_name);
-  return n < (int)max || max == 0 ? n : (int)max;
+  return n;
 }
 
 int troupe_sharding_passivate(troupe_ctx *ctx) {

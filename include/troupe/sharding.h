@@ -26,8 +26,11 @@
  *
  * Coordinator failover. The coordinator's state is not stored: a new
  * coordinator (on the new oldest member) rebuilds it from the regions,
- * which report the shards they host when they register. Shards that were
- * on a node that is gone are allocated again on first use.
+ * which report the shards they host when they register; it allocates
+ * nothing until the region of every up member has registered (at most
+ * handoff_timeout_ms). The shards of a region that is gone (its node
+ * removed, or the region stopped) are allocated again at once; shards
+ * nobody reports are allocated on first use.
  *
  * Single writer. A shard is allocated to a new home only after its old
  * home confirmed the hand-off or the old node was removed from the
@@ -44,6 +47,10 @@
  * its started entities in the journal (persistence id
  * "sharding|<type>|<shard>") and starts them all again whenever the shard
  * starts (after a move or a restart); a passivated entity is forgotten.
+ *
+ * Paths. The region is "/system/sharding-<type>"; the coordinator
+ * "/system/sharding-<type>-coord" on the oldest member. Entities are the
+ * region's children (named by their id when it is a valid actor name).
  *
  * Threads. troupe_sharding_start and troupe_sharding_passivate run on the
  * system's thread (or before it runs); troupe_sharding_region and
@@ -144,9 +151,10 @@ TROUPE_EXTERN int troupe_sharding_stats_get(troupe_system *sys,
                                             troupe_sharding_stats *out);
 
 /* Which shards the coordinator (as known by this node's region) has
- * allocated to the node at address; writes at most max shard numbers and
- * returns the count. For tests and tools. Any thread. Errors:
- * TROUPE_ENOENT (no region). */
+ * allocated to the node at address; writes at most max shard numbers
+ * (ascending) and returns how many there are (may exceed max). For tests
+ * and tools. Any thread. Errors: TROUPE_EINVAL, TROUPE_ENOENT (no
+ * region). */
 TROUPE_EXTERN int troupe_sharding_shards_of(troupe_system *sys,
                                             const char *type_name,
                                             const char *address,

@@ -36,6 +36,9 @@
  * types must be registered (troupe_type_register) with fields; a ref made
  * on node a is made usable on node b by tk_ref (in TK_MEM a ref of
  * another node's system would otherwise bypass the network).
+ *
+ * One kit at a time per process: nodes are systems named "n0", "n1", ...
+ * A guide: docs/testing.md.
  */
 #ifndef TROUPE_TESTKIT_H
 #define TROUPE_TESTKIT_H

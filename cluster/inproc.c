@@ -18,7 +18,10 @@
  * Full rings. A tell never blocks: when the ring is full the envelope goes
  * to a producer-side overflow list that is moved into the ring at the next
  * flush; order per pair is kept (while the list is non-empty everything
- * goes behind it).
+ * goes behind it). The overflow is bounded by backpressure: the system is
+ * marked congested and the dispatcher mutes the actor that overflowed (it
+ * stays off the run queue) until every overflow list has gone into its
+ * ring, so a fast sender waits for a slow receiver without blocking.
  */
 #include "cluster/internal.h"
 
@@ -207,6 +210,7 @@ static int ep_route(troupe_system *from, troupe_system *to, troupe__env *e) {
     if (r->ovf_tail) r->ovf_tail->next = e;
     else r->ovf_head = e;
     r->ovf_tail = e;
+    from->xcongested = from->xmute = true;   /* mute the sender */
   }
   if (!r->dirty) {
     r->dirty = true;

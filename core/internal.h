@@ -129,7 +129,8 @@ enum {
   TROUPE__CF_INITED      = 1u << 6,  /* init succeeded: post_stop runs */
   TROUPE__CF_GUARDIAN    = 1u << 7,
   TROUPE__CF_INIT_FAILED = 1u << 8,
-  TROUPE__CF_BACKOFF     = 1u << 9   /* restart scheduled on a timer */
+  TROUPE__CF_BACKOFF     = 1u << 9,  /* restart scheduled on a timer */
+  TROUPE__CF_MUTED       = 1u << 10  /* filled a link: waits for room */
 };
 
 typedef struct troupe__cell troupe__cell;
@@ -254,6 +255,17 @@ struct troupe_system {
   void (*xflush)(troupe_system *sys);
   _Atomic(void *) xdata;                 /* the link owner (mesh endpoint) */
   bool xdirty;                           /* xflush owed */
+  /* Backpressure: xroute sets xcongested when a link is full (the
+   * envelope waits in its overflow list). The actor whose receive filled
+   * it is muted (CF_MUTED): the dispatcher parks it on the muted list
+   * (flagged SCHEDULED, linked by rq_next) until xflush has moved every
+   * overflow into its ring, so one sender cannot queue without bound
+   * ahead of a slower receiver. */
+  bool xcongested;
+  bool xmute;                            /* set with xcongested, taken by
+                                          * the dispatcher to mute the
+                                          * actor that ran */
+  troupe__cell *muted_head, *muted_tail;
   struct troupe__envpool *env_pool;      /* shared envelope batches */
   /* Remoting (cluster/remote.c): its state, and this node's network
    * address "host:port" (NULL: none) used when refs become URIs. */

@@ -348,6 +348,30 @@ int troupe__send_node(troupe_system *cur, troupe__node *n, uint64_t node,
 static void invoke(troupe_system *sys, troupe__cell *c, troupe__env *e);
 void troupe__unhandled(troupe__cell *c, troupe__env *e);
 
+/* Backpressure (see xcongested). A muted cell stays flagged SCHEDULED so
+ * that nothing queues it again; the dispatcher moves it from the run queue
+ * to the muted list while the system is congested. */
+static void mute_park(troupe_system *sys, troupe__cell *c) {
+  c->rq_next = NULL;
+  if (sys->muted_tail) sys->muted_tail->rq_next = c;
+  else sys->muted_head = c;
+  sys->muted_tail = c;
+}
+
+/* Every overflow went into its ring: the muted run again (their MUTED
+ * flag is dropped when the dispatcher takes them). */
+static void unmute_all(troupe_system *sys) {
+  sys->xcongested = false;
+  sys->xmute = false;
+  troupe__cell *c = sys->muted_head;
+  if (!c) return;
+  if (sys->rq_tail) sys->rq_tail->rq_next = c;
+  else sys->rq_head = c;
+  sys->rq_tail = sys->muted_tail;
+  sys->muted_head = sys->muted_tail = NULL;
+  troupe__wake_dispatch(sys);
+}
+
 static void dispatch(troupe_system *sys) {
   int budget = DISPATCH_BUDGET;
   while (budget > 0) {
@@ -368,13 +392,21 @@ static void dispatch(troupe_system *sys) {
     sys->rq_head = c->rq_next;
     if (!sys->rq_head) sys->rq_tail = NULL;
     c->rq_next = NULL;
-    c->flags &= ~TROUPE__CF_SCHEDULED;
-    if (TROUPE_UNLIKELY(c->flags & TROUPE__CF_DEAD)) {
-      free(c);
-      continue;
+    if (TROUPE_UNLIKELY(c->flags & (TROUPE__CF_DEAD | TROUPE__CF_MUTED))) {
+      if (c->flags & TROUPE__CF_DEAD) {
+        free(c);
+        continue;
+      }
+      if (sys->xcongested) {
+        mute_park(sys, c);
+        continue;
+      }
+      c->flags &= ~TROUPE__CF_MUTED;
     }
+    c->flags &= ~TROUPE__CF_SCHEDULED;
     uint32_t n = c->beh->mailbox.throughput ? c->beh->mailbox.throughput
                                             : sys->throughput;
+    bool mute = false;
     while (n-- && c->mb_head && cell_can_run(c)) {
       troupe__env *e = c->mb_head;
       c->mb_head = e->next;
@@ -383,14 +415,26 @@ static void dispatch(troupe_system *sys) {
       e->next = NULL;
       invoke(sys, c, e);
       budget--;
+      if (TROUPE_UNLIKELY(sys->xmute)) {   /* this receive filled a link */
+        sys->xmute = false;
+        mute = true;
+        break;
+      }
       if (sys->sq_head) break;
     }
-    if (c->mb_head && cell_can_run(c)) troupe__schedule(c);
+    if (TROUPE_UNLIKELY(mute)) {
+      /* it filled a link: off the run queue until the links have room */
+      c->flags |= TROUPE__CF_MUTED;
+      if (c->mb_head) troupe__schedule(c);
+    } else if (c->mb_head && cell_can_run(c)) {
+      troupe__schedule(c);
+    }
   }
   if (sys->xdirty) {
     sys->xdirty = false;
     sys->xflush(sys);   /* may leave xdirty set: a ring was full */
   }
+  if (TROUPE_UNLIKELY(sys->xcongested) && !sys->xdirty) unmute_all(sys);
   if (!sys->rq_head && !sys->sq_head && !sys->xdirty && sys->idle_active) {
     sys->idle_active = false;
     uv_idle_stop(&sys->idle);
@@ -724,6 +768,10 @@ void troupe_system_destroy(troupe_system *sys) {
   troupe__cell *c;
   while ((c = sys->rq_head)) {   /* dead cells left on the run queue */
     sys->rq_head = c->rq_next;
+    if (c->flags & TROUPE__CF_DEAD) free(c);
+  }
+  while ((c = sys->muted_head)) {
+    sys->muted_head = c->rq_next;
     if (c->flags & TROUPE__CF_DEAD) free(c);
   }
   while ((e = sys->sq_head)) {

@@ -457,9 +457,20 @@ static int lock_and_read(PGconn *c, const char *schema, int *version) {
   int rc = 0;
   *version = 0;
   pp_text(&p, schema, strlen(schema));
+  /* The lock first, in a statement of its own: under READ COMMITTED a
+   * statement's snapshot is taken when it starts, so reading the catalog
+   * in the statement that waited for the lock would miss a schema that
+   * the previous holder created (two processes opening one new store). */
   PGresult *r = pp_exec(c,
-      "SELECT pg_advisory_xact_lock(hashtext('troupe:' || $1::text)),"
-      " to_regclass(quote_ident($1::text) || '.troupe_schema_version')"
+      "SELECT pg_advisory_xact_lock(hashtext('troupe:' || $1::text))", &p);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    rc = troupe__err(pg_code(c, r), "postgresql: %s",
+                     pg_msg(c, r, buf, sizeof buf));
+    goto out;
+  }
+  PQclear(r);
+  r = pp_exec(c,
+      "SELECT to_regclass(quote_ident($1::text) || '.troupe_schema_version')"
       " IS NOT NULL,"
       " (SELECT count(*) FROM pg_class c JOIN pg_namespace n"
       "  ON n.oid = c.relnamespace WHERE n.nspname = $1::text)", &p);
@@ -468,8 +479,8 @@ static int lock_and_read(PGconn *c, const char *schema, int *version) {
                      pg_msg(c, r, buf, sizeof buf));
     goto out;
   }
-  int has_version = *PQgetvalue(r, 0, 1) != 0;
-  int64_t nrel = col_i64(r, 0, 2);
+  int has_version = *PQgetvalue(r, 0, 0) != 0;
+  int64_t nrel = col_i64(r, 0, 1);
   PQclear(r);
   r = NULL;
   if (!has_version) {

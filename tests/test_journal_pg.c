@@ -20,6 +20,7 @@
 #include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int nschema;
@@ -197,6 +198,53 @@ static void test_schema_version(void) {
   TT_EQ_INT(h, 1);
   /* not while this process has the store open */
   TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_EBUSY);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+}
+
+/* Several processes opening one new store at once (the nodes of a
+ * cluster starting together): one creates the schema, the others wait for
+ * its advisory lock and then find it; nobody fails with "already
+ * exists". */
+static void test_concurrent_create(void) {
+  char spec[600], schema[64];
+  make_spec(spec, sizeof spec, schema, sizeof schema, NULL);
+  own(spec);
+  enum { KIDS = 4 };
+  pid_t kids[KIDS];
+  for (int k = 0; k < KIDS; k++) {
+    kids[k] = fork();
+    TT_ASSERT(kids[k] >= 0);
+    if (kids[k] == 0) {
+      troupe_store_options o = create_opts();
+      troupe_journal *j = NULL;
+      troupe_snapshot_store *ss = NULL;
+      char pid[32];
+      snprintf(pid, sizeof pid, "p%d", k);
+      troupe_event e = one_event("x");
+      int rc = troupe_journal_open(spec, &o, &j);
+      if (rc == 0) rc = troupe_snapshot_store_open(spec, &o, &ss);
+      if (rc == 0) rc = troupe_journal_append_sync(j, pid, 0, &e, 1, NULL);
+      if (rc < 0) fprintf(stderr, "child %d: %s\n", k, troupe_errmsg());
+      troupe_snapshot_store_close(ss);
+      troupe_journal_close(j);
+      _exit(rc == 0 ? 0 : 1);
+    }
+  }
+  for (int k = 0; k < KIDS; k++) {
+    int st = 0;
+    TT_EQ_INT(waitpid(kids[k], &st, 0), kids[k]);
+    TT_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  }
+  troupe_store_options o = create_opts();
+  troupe_journal *j = NULL;
+  TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
+  for (int k = 0; k < KIDS; k++) {
+    char pid[32];
+    snprintf(pid, sizeof pid, "p%d", k);
+    uint64_t h = 0;
+    TT_EQ_INT(troupe_journal_highest_sync(j, pid, &h), 0);
+    TT_EQ_INT(h, 1);
+  }
   TT_EQ_INT(troupe_journal_close(j), 0);
 }
 
@@ -765,6 +813,7 @@ int main(int argc, char **argv) {
   TT_RUN(test_uri_spec);
   TT_RUN(test_schema_version);
   TT_RUN(test_foreign_schema);
+  TT_RUN(test_concurrent_create);
   TT_RUN(test_two_nodes);
   TT_RUN(test_terminated_connection);
   TT_RUN(test_migrate_v1);

@@ -14,6 +14,13 @@
  * gather in `out`, so under load one write carries thousands of frames.
  * out + fly never exceed max_outbound: beyond it send says TROUPE_EFULL.
  *
+ * Reads: a read decodes every frame it holds and hands the envelopes to
+ * the system. A socket that has delivered TCP_READ_BATCH envelopes while
+ * the system's run queue is not empty stops reading until the next loop
+ * turn (the prepare handle starts it again after the dispatcher ran), so
+ * a fast sender cannot fill the mailboxes faster than they are handled:
+ * the backlog waits in the kernel and TCP's window pushes back.
+ *
  * Duplicate links: when both nodes connect to each other at once, the
  * socket opened by the node with the lower address (strcmp of the
  * advertised "host:port") wins. The higher node closes its own outbound
@@ -31,6 +38,10 @@
 #include <stdio.h>
 
 #define TCP_RBUF (256u << 10)
+/* Envelopes a socket hands to its system before it lets the dispatcher
+ * run: beyond this, while the system has work queued, the socket stops
+ * reading for one loop turn (see read_cb). */
+#define TCP_READ_BATCH 4096u
 #define TCP_DEFAULT_OUTBOUND ((size_t)64 << 20)
 
 enum {
@@ -58,9 +69,11 @@ struct tsock {
   troupe__frame_dec dec;
   troupe_buf out, fly;    /* queued frames / frames being written */
   uint64_t out_env, fly_env;  /* envelope frames in each */
+  uint32_t rx_env;        /* envelopes delivered since the last yield */
   uint64_t started, last_rx, last_tx;
   troupe__hello mine, theirs;
   bool client, authed, writing, dirty, closing, paused, got_hello;
+  bool yielding;          /* reading stopped until the next turn */
 };
 
 struct tconn {
@@ -95,6 +108,7 @@ struct tcp {
   uv_timer_t tick;
   tsock *socks;
   tsock *dirty;
+  uint32_t nyielding;      /* sockets with yielding set */
   tconn *conns;
   uint8_t *rbuf;
   unsigned open_handles;   /* handles not yet closed (destroy) */
@@ -217,6 +231,10 @@ static void sock_close(tsock *s) {
   if (s->closing) return;
   tcp *t = s->t;
   s->closing = true;
+  if (s->yielding) {
+    s->yielding = false;
+    t->nyielding--;
+  }
   if (s->dirty) {                 /* off the flush list (rare: linear) */
     for (tsock **pp = &t->dirty; *pp; pp = &(*pp)->dirty_next)
       if (*pp == s) {
@@ -224,7 +242,7 @@ static void sock_close(tsock *s) {
         break;
       }
     s->dirty = false;
-    if (!t->dirty) uv_prepare_stop(&t->prepare);
+    if (!t->dirty && !t->nyielding) uv_prepare_stop(&t->prepare);
   }
   t->st.queued -= s->out.len + s->fly.len;
   if (s->prev) s->prev->next = s->next;
@@ -281,6 +299,15 @@ static void write_cb(uv_write_t *req, int status) {
   sock_flush(s);
 }
 
+/* A socket that yielded reads again (prepare: the dispatcher has run). */
+static void sock_resume(tsock *s) {
+  s->yielding = false;
+  s->t->nyielding--;
+  s->rx_env = 0;
+  if (!s->closing && !s->paused)
+    uv_read_start((uv_stream_t *)&s->h, alloc_cb, read_cb);
+}
+
 static void prepare_cb(uv_prepare_t *p) {
   tcp *t = p->data;
   tsock *s = t->dirty;
@@ -293,6 +320,9 @@ static void prepare_cb(uv_prepare_t *p) {
     sock_flush(s);
     s = n;
   }
+  if (TROUPE_UNLIKELY(t->nyielding))
+    for (s = t->socks; s && t->nyielding; s = s->next)
+      if (s->yielding) sock_resume(s);
 }
 
 /* Append one frame to the socket's queue (no bound check). */
@@ -691,6 +721,7 @@ static int on_frame(void *data, uint8_t kind, uint8_t flags,
       }
       if (t->base.cbs.on_recv) t->base.cbs.on_recv(t->base.cbs.data, &c->base, e);
       else troupe__env_release(t->base.sys, e);
+      s->rx_env++;
       break;
     }
     case TROUPE__FRAME_HEARTBEAT:
@@ -730,6 +761,19 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf) {
   s->last_rx = uv_now(t->loop);
   int rc = troupe__frame_dec_feed(&s->dec, (const uint8_t *)buf->base,
                                   (size_t)nread, on_frame, s);
+  if (TROUPE_UNLIKELY(s->rx_env >= TCP_READ_BATCH) && rc >= 0 &&
+      !s->closing) {
+    troupe_system *sys = t->base.sys;
+    if (sys && sys->rq_head && !s->yielding) {
+      /* the dispatcher is behind: let it run before reading more */
+      uv_read_stop((uv_stream_t *)&s->h);
+      s->yielding = true;
+      t->nyielding++;
+      uv_prepare_start(&t->prepare, prepare_cb);
+    } else {
+      s->rx_env = 0;
+    }
+  }
   if (rc < 0 && !s->closing) {
     if (s->authed) {
       t->st.malformed++;

@@ -19,6 +19,17 @@
 #include <time.h>
 
 #define DISPATCH_BUDGET 16384
+/* Pause rounds one dispatcher turn may spend waiting on its links when it
+ * has run out of work (a reply from another worker usually arrives within
+ * a few hundred nanoseconds; returning to the loop costs a poll). */
+#define LINK_SPIN_ROUNDS 2048
+
+#if defined(__x86_64__) || defined(__i386__)
+# include <immintrin.h>
+# define CPU_RELAX() _mm_pause()
+#else
+# define CPU_RELAX() ((void)0)
+#endif
 
 _Thread_local troupe_system *troupe__current;
 
@@ -372,8 +383,35 @@ static void unmute_all(troupe_system *sys) {
   troupe__wake_dispatch(sys);
 }
 
+/* Publish what the links buffered; the muted run again once every
+ * overflow has gone out. */
+static void flush_links(troupe_system *sys) {
+  if (sys->xdirty) {
+    sys->xdirty = false;
+    sys->xflush(sys);   /* may leave xdirty set: a ring was full */
+  }
+  if (TROUPE_UNLIKELY(sys->xcongested) && !sys->xdirty) unmute_all(sys);
+}
+
+/* Out of work on a system with links: publish, then spin on the links a
+ * while. True when something arrived (it is queued for the dispatcher). */
+static bool spin_links(troupe_system *sys, int *rounds) {
+  flush_links(sys);
+  if (sys->rq_head) return true;      /* unmuted */
+  while (*rounds > 0) {
+    for (int i = 0; i < 16 && *rounds > 0; i++, (*rounds)--) CPU_RELAX();
+    if (sys->xpoll(sys) > 0) return true;
+    if (TROUPE_UNLIKELY(sys->xdirty)) {   /* a ring was full: retry */
+      flush_links(sys);
+      if (sys->rq_head) return true;
+    }
+  }
+  return false;
+}
+
 static void dispatch(troupe_system *sys) {
   int budget = DISPATCH_BUDGET;
+  int spin = LINK_SPIN_ROUNDS;
   while (budget > 0) {
     if (sys->sq_head) {
       troupe__env *s = sys->sq_head;
@@ -386,7 +424,9 @@ static void dispatch(troupe_system *sys) {
     }
     troupe__cell *c = sys->rq_head;
     if (!c) {
-      if (sys->xpoll && sys->xpoll(sys) > 0) continue;
+      if (!sys->xpoll) break;
+      if (sys->xpoll(sys) > 0) continue;
+      if (spin > 0 && spin_links(sys, &spin)) continue;
       break;
     }
     sys->rq_head = c->rq_next;
@@ -430,11 +470,7 @@ static void dispatch(troupe_system *sys) {
       troupe__schedule(c);
     }
   }
-  if (sys->xdirty) {
-    sys->xdirty = false;
-    sys->xflush(sys);   /* may leave xdirty set: a ring was full */
-  }
-  if (TROUPE_UNLIKELY(sys->xcongested) && !sys->xdirty) unmute_all(sys);
+  if (sys->xpoll) flush_links(sys);
   if (!sys->rq_head && !sys->sq_head && !sys->xdirty && sys->idle_active) {
     sys->idle_active = false;
     uv_idle_stop(&sys->idle);

@@ -164,11 +164,11 @@ int troupe__wire_encode(troupe__transport *t, const troupe__env *e,
   return troupe_envelope_encode_value(e->type, e->data, meta, nm, out, &co);
 }
 
-static int meta_u64(const troupe_envelope *env, const char *key,
-                    uint64_t *v) {
-  const troupe_meta *m = troupe_envelope_meta(env, key);
-  *v = 0;
-  if (!m) return 0;
+static bool meta_is(const troupe_meta *m, const char *key, size_t n) {
+  return m->key_len == n && memcmp(m->key, key, n) == 0;
+}
+
+static int meta_u64(const troupe_meta *m, const char *key, uint64_t *v) {
   if (m->kind != TROUPE_META_INT)
     return troupe__err(TROUPE_EDECODE, "metadata %s is not an integer", key);
   *v = (uint64_t)m->i;
@@ -184,17 +184,23 @@ int troupe__wire_decode(troupe__transport *t, const uint8_t *data,
   troupe_envelope env;
   int rc = troupe_envelope_decode(data, len, &env);
   if (rc < 0) return rc;
-  uint64_t to, ask, kind, aux;
-  if ((rc = meta_u64(&env, K_TO, &to)) < 0 ||
-      (rc = meta_u64(&env, K_ASK, &ask)) < 0 ||
-      (rc = meta_u64(&env, K_KIND, &kind)) < 0 ||
-      (rc = meta_u64(&env, K_AUX, &aux)) < 0)
-    return rc;
+  /* One pass over the metadata (keys are unique; others are ignored). */
+  uint64_t to = 0, ask = 0, kind = 0, aux = 0;
+  const troupe_meta *fm = NULL;
+  for (size_t i = 0; i < env.nmeta; i++) {
+    const troupe_meta *m = &env.meta[i];
+    if (meta_is(m, K_TO, sizeof K_TO - 1)) rc = meta_u64(m, K_TO, &to);
+    else if (meta_is(m, K_FROM, sizeof K_FROM - 1)) fm = m;
+    else if (meta_is(m, K_ASK, sizeof K_ASK - 1)) rc = meta_u64(m, K_ASK, &ask);
+    else if (meta_is(m, K_KIND, sizeof K_KIND - 1))
+      rc = meta_u64(m, K_KIND, &kind);
+    else if (meta_is(m, K_AUX, sizeof K_AUX - 1)) rc = meta_u64(m, K_AUX, &aux);
+    if (rc < 0) return rc;
+  }
   if (kind != TROUPE__ENV_USER && kind != TROUPE__ENV_RWATCH &&
       kind != TROUPE__ENV_RUNWATCH)
     return troupe__err(TROUPE_EDECODE, "unknown message kind %" PRIu64, kind);
   troupe_ref sender = TROUPE_REF_NONE;
-  const troupe_meta *fm = troupe_envelope_meta(&env, K_FROM);
   troupe_codec_opts co = {.system = sys};
   if (fm) {
     if (fm->kind != TROUPE_META_TEXT)
@@ -220,7 +226,14 @@ int troupe__wire_decode(troupe__transport *t, const uint8_t *data,
   }
   e->data = dst;
   e->type = NULL;
-  rc = troupe_envelope_decode_value(&env, &type, dst, type->size, &co);
+  /* A type registered under the envelope's own manifest and version has
+   * no upcaster chain: decode with it directly (one registry lookup per
+   * message instead of three). Otherwise let the chain run. */
+  if (type->version == env.version && strcmp(type->manifest, env.manifest) == 0)
+    rc = troupe_decode(type, env.payload, env.payload_len, dst, &co);
+  else
+    rc = troupe_decode_as(env.manifest, env.version, env.payload,
+                          env.payload_len, type, dst, &co);
   if (rc < 0) {
     if (e->heap) free(e->data);
     e->heap = 0;

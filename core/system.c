@@ -412,6 +412,10 @@ static bool spin_links(troupe_system *sys, int *rounds) {
 static void dispatch(troupe_system *sys) {
   int budget = DISPATCH_BUDGET;
   int spin = LINK_SPIN_ROUNDS;
+  /* Read the links once per turn even when local work never runs out (an
+   * actor telling itself forever): otherwise nothing from other workers —
+   * cluster heartbeats included — would arrive until it stopped. */
+  if (sys->xpoll) sys->xpoll(sys);
   while (budget > 0) {
     if (sys->sq_head) {
       troupe__env *s = sys->sq_head;

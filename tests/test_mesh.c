@@ -204,11 +204,51 @@ static void test_stream_order(void) {
   troupe_mesh_destroy(m);
 }
 
+/* A worker whose local work never runs out (an actor telling itself
+ * forever) still reads its links: messages from other workers get in. */
+static troupe_type T_SPIN = {.manifest = "tm.Spin", .version = 1, .size = 0};
+static int spin_recv(troupe_ctx *ctx, void *st, const troupe_msg *msg) {
+  (void)st;
+  if (msg->type != &T_SPIN) return TROUPE_UNHANDLED;
+  return troupe_send(ctx, troupe_self(ctx), &T_SPIN, NULL);
+}
+static int spin_init(troupe_ctx *ctx, void *st, const void *arg) {
+  (void)st;
+  (void)arg;
+  return troupe_send(ctx, troupe_self(ctx), &T_SPIN, NULL);
+}
+static const troupe_behavior spin_b = {.name = "spin", .init = spin_init,
+                                       .receive = spin_recv};
+static int init_busy(troupe_system *sys, uint32_t i, void *data) {
+  int rc = init(sys, i, data);
+  troupe_ref r;
+  troupe_spawn_opts o = {.name = "spin"};
+  if (rc == 0 && i == 1) rc = troupe_system_spawn(sys, &spin_b, &o, &r);
+  return rc;
+}
+
+static void test_busy_worker_reads_links(void) {
+  atomic_store(&pongs, 0);
+  troupe_mesh *m = NULL;
+  troupe_mesh_opts o = {.workers = 2, .init = init_busy,
+                        .system = &sys_tmpl};
+  TT_EQ_INT(troupe_mesh_create(&m, &o), 0);
+  TT_EQ_INT(troupe_mesh_start(m), 0);
+  troupe_ref cl = resolve(m, 0, "/user/client");
+  troupe_ref echo1 = resolve(m, 1, "/user/echo");
+  TT_ASSERT(!troupe_ref_is_none(cl) && !troupe_ref_is_none(echo1));
+  start_msg s = {echo1, 100};
+  TT_EQ_INT(troupe_tell(cl, &T_START, &s, TROUPE_REF_NONE), 0);
+  TT_ASSERT(TT_WAIT_UNTIL(atomic_load(&pongs) == 100, 10000));
+  troupe_mesh_destroy(m);
+}
+
 int main(int argc, char **argv) {
   tt_init(argc, argv);
   TT_RUN(test_bad_args);
   TT_RUN(test_round_trip_and_watch);
   TT_RUN(test_worker_lost_and_restart);
   TT_RUN(test_stream_order);
+  TT_RUN(test_busy_worker_reads_links);
   return tt_done();
 }

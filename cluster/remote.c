@@ -148,7 +148,12 @@ int troupe__wire_encode(troupe__transport *t, const troupe__env *e,
   troupe_meta meta[5];
   size_t nm = 0;
   char from[512];
+  /* in canonical key order (shorter first, then bytewise) */
+  if (e->aux64) meta[nm++] = troupe_meta_int(K_AUX, (int64_t)e->aux64);
+  if (e->kind != TROUPE__ENV_USER)
+    meta[nm++] = troupe_meta_int(K_KIND, (int64_t)e->kind);
   if (e->target) meta[nm++] = troupe_meta_int(K_TO, (int64_t)e->target);
+  if (e->ask_id) meta[nm++] = troupe_meta_int(K_ASK, (int64_t)e->ask_id);
   if (!troupe_ref_is_none(e->sender)) {
     int n = troupe__ref_to_uri(sys, e->sender, from, sizeof from);
     if (n < 0) return n;
@@ -156,12 +161,8 @@ int troupe__wire_encode(troupe__transport *t, const troupe__env *e,
       return troupe__err(TROUPE_ETOOBIG, "sender URI of %d bytes", n);
     meta[nm++] = troupe_meta_text(K_FROM, from);
   }
-  if (e->ask_id) meta[nm++] = troupe_meta_int(K_ASK, (int64_t)e->ask_id);
-  if (e->kind != TROUPE__ENV_USER)
-    meta[nm++] = troupe_meta_int(K_KIND, (int64_t)e->kind);
-  if (e->aux64) meta[nm++] = troupe_meta_int(K_AUX, (int64_t)e->aux64);
   troupe_codec_opts co = {.system = sys};
-  return troupe_envelope_encode_value(e->type, e->data, meta, nm, out, &co);
+  return troupe__envelope_encode_sorted(e->type, e->data, meta, nm, out, &co);
 }
 
 static bool meta_is(const troupe_meta *m, const char *key, size_t n) {

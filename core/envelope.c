@@ -11,25 +11,56 @@
 
 #include <cbor.h>
 
-#define ROOM(b) ((b)->data + (b)->len), ((b)->cap - (b)->len)
+/* CBOR heads in their shortest form (what libcbor writes), inline: the
+ * envelope of every remote message goes through here. */
+enum { M_UINT = 0, M_NEGINT = 1, M_BYTES = 2, M_TEXT = 3, M_ARRAY = 4,
+       M_MAP = 5 };
 
-static int put_head(troupe_buf *b, size_t (*fn)(size_t, unsigned char *, size_t),
-                    size_t v) {
-  int rc = troupe_buf_reserve(b, 9);
-  if (rc) return rc;
-  b->len += fn(v, ROOM(b));
+static inline size_t head_write(uint8_t *p, int major, uint64_t v) {
+  uint8_t mt = (uint8_t)(major << 5);
+  if (v < 24) {
+    p[0] = mt | (uint8_t)v;
+    return 1;
+  }
+  if (v <= UINT8_MAX) {
+    p[0] = mt | 24;
+    p[1] = (uint8_t)v;
+    return 2;
+  }
+  if (v <= UINT16_MAX) {
+    p[0] = mt | 25;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)v;
+    return 3;
+  }
+  if (v <= UINT32_MAX) {
+    p[0] = mt | 26;
+    for (int i = 0; i < 4; i++) p[1 + i] = (uint8_t)(v >> (24 - 8 * i));
+    return 5;
+  }
+  p[0] = mt | 27;
+  for (int i = 0; i < 8; i++) p[1 + i] = (uint8_t)(v >> (56 - 8 * i));
+  return 9;
+}
+
+static inline int put_head(troupe_buf *b, int major, uint64_t v) {
+  if (TROUPE_UNLIKELY(b->cap - b->len < 9)) {
+    int rc = troupe_buf_reserve(b, 9);
+    if (rc) return rc;
+  }
+  b->len += head_write(b->data + b->len, major, v);
   return 0;
 }
 
-static size_t enc_uint(size_t v, unsigned char *p, size_t n) {
-  return cbor_encode_uint(v, p, n);
-}
-
-static int put_str(troupe_buf *b, bool text, const void *p, size_t n) {
-  int rc = put_head(b, text ? cbor_encode_string_start
-                            : cbor_encode_bytestring_start, n);
-  if (!rc) rc = troupe_buf_append(b, p, n);
-  return rc;
+static inline int put_str(troupe_buf *b, bool text, const void *p, size_t n) {
+  if (TROUPE_UNLIKELY(b->cap - b->len < 9 + n)) {
+    int rc = troupe_buf_reserve(b, 9 + n);
+    if (rc) return rc;
+  }
+  b->len += head_write(b->data + b->len, text ? M_TEXT : M_BYTES, n);
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
 }
 
 static int check_meta(const troupe_meta *meta, size_t nmeta, size_t *order) {
@@ -77,16 +108,15 @@ static int check_meta(const troupe_meta *meta, size_t nmeta, size_t *order) {
 
 static int put_meta(troupe_buf *b, const troupe_meta *meta, size_t nmeta,
                     const size_t *order) {
-  int rc = put_head(b, cbor_encode_map_start, nmeta);
+  int rc = put_head(b, M_MAP, nmeta);
   for (size_t k = 0; k < nmeta && !rc; k++) {
-    const troupe_meta *m = &meta[order[k]];
+    const troupe_meta *m = &meta[order ? order[k] : k];
     rc = put_str(b, true, m->key, m->key_len);
     if (rc) break;
     switch (m->kind) {
       case TROUPE_META_INT:
-        if ((rc = troupe_buf_reserve(b, 9))) break;
-        if (m->i >= 0) b->len += cbor_encode_uint((uint64_t)m->i, ROOM(b));
-        else b->len += cbor_encode_negint((uint64_t)(-1 - m->i), ROOM(b));
+        if (m->i >= 0) rc = put_head(b, M_UINT, (uint64_t)m->i);
+        else rc = put_head(b, M_NEGINT, (uint64_t)(-1 - m->i));
         break;
       case TROUPE_META_TEXT:
         rc = put_str(b, true, m->data, m->len);
@@ -99,7 +129,16 @@ static int put_meta(troupe_buf *b, const troupe_meta *meta, size_t nmeta,
   return rc;
 }
 
-/* Array head, format, manifest, version. */
+/* Array head, format, manifest (already checked), version. */
+static int put_prefix_checked(troupe_buf *b, const char *manifest, size_t ml,
+                              uint32_t version, bool with_meta) {
+  int rc = put_head(b, M_ARRAY, with_meta ? 5 : 4);
+  if (!rc) rc = put_head(b, M_UINT, TROUPE_ENVELOPE_FORMAT);
+  if (!rc) rc = put_str(b, true, manifest, ml);
+  if (!rc) rc = put_head(b, M_UINT, version);
+  return rc;
+}
+
 static int put_prefix(troupe_buf *b, const char *manifest, uint32_t version,
                       bool with_meta) {
   if (!manifest || !manifest[0])
@@ -111,11 +150,32 @@ static int put_prefix(troupe_buf *b, const char *manifest, uint32_t version,
                        "UTF-8", TROUPE_MANIFEST_MAX);
   if (version == 0)
     return troupe__err(TROUPE_EINVAL, "envelope '%s': version 0", manifest);
-  int rc = put_head(b, cbor_encode_array_start, with_meta ? 5 : 4);
-  if (!rc) rc = put_head(b, enc_uint, TROUPE_ENVELOPE_FORMAT);
-  if (!rc) rc = put_str(b, true, manifest, ml);
-  if (!rc) rc = put_head(b, enc_uint, version);
-  return rc;
+  return put_prefix_checked(b, manifest, ml, version, with_meta);
+}
+
+/* The payload of t as a byte string: encoded in place behind a one-byte
+ * head, slid forward only when it is 24 bytes or longer. */
+static int put_payload(troupe_buf *out, const troupe_type *t,
+                       const void *value, const troupe_codec_opts *opts) {
+  int rc = troupe_buf_reserve(out, 1);
+  if (rc) return rc;
+  size_t pos = out->len + 1;
+  out->len = pos;
+  rc = troupe_encode(t, value, out, opts);
+  if (rc) return rc;
+  size_t plen = out->len - pos;
+  if (TROUPE_LIKELY(plen < 24)) {
+    out->data[pos - 1] = (uint8_t)(M_BYTES << 5 | plen);
+    return 0;
+  }
+  uint8_t head[9];
+  size_t hl = head_write(head, M_BYTES, plen);
+  rc = troupe_buf_reserve(out, hl - 1);
+  if (rc) return rc;
+  memmove(out->data + pos - 1 + hl, out->data + pos, plen);
+  memcpy(out->data + pos - 1, head, hl);
+  out->len += hl - 1;
+  return 0;
 }
 
 int troupe_envelope_encode(const troupe_envelope *env, troupe_buf *out) {
@@ -146,24 +206,31 @@ int troupe_envelope_encode_value(const troupe_type *t, const void *value,
   size_t order[TROUPE_ENVELOPE_MAX_META];
   if ((rc = check_meta(meta, nmeta, order))) return rc;
   size_t saved = out->len;
-  rc = put_prefix(out, t->manifest, t->version, nmeta > 0);
-  if (!rc) {
-    /* Encode the payload in place, then slide it behind its head. */
-    size_t pos = out->len;
-    rc = troupe_encode(t, value, out, opts);
-    if (!rc) {
-      size_t plen = out->len - pos;
-      uint8_t head[9];
-      size_t hl = cbor_encode_bytestring_start(plen, head, sizeof head);
-      rc = troupe_buf_reserve(out, hl);
-      if (!rc) {
-        memmove(out->data + pos + hl, out->data + pos, plen);
-        memcpy(out->data + pos, head, hl);
-        out->len += hl;
-      }
-    }
-  }
+  /* prepare checked the manifest and version */
+  rc = put_prefix_checked(out, t->manifest, strlen(t->manifest), t->version,
+                          nmeta > 0);
+  if (!rc) rc = put_payload(out, t, value, opts);
   if (!rc && nmeta) rc = put_meta(out, meta, nmeta, order);
+  if (rc) out->len = saved;
+  return rc;
+}
+
+int troupe__envelope_encode_sorted(const troupe_type *t, const void *value,
+                                   const troupe_meta *meta, size_t nmeta,
+                                   troupe_buf *out,
+                                   const troupe_codec_opts *opts) {
+  int rc = troupe_type_prepare(t);
+  if (rc) return rc;
+  for (size_t i = 0; i < nmeta; i++)
+    if (meta[i].kind == TROUPE_META_TEXT && meta[i].len &&
+        !troupe__utf8_valid(meta[i].data, meta[i].len))
+      return troupe__err(TROUPE_EINVAL, "metadata '%.*s': text not UTF-8",
+                         (int)meta[i].key_len, meta[i].key);
+  size_t saved = out->len;
+  rc = put_prefix_checked(out, t->manifest, strlen(t->manifest), t->version,
+                          nmeta > 0);
+  if (!rc) rc = put_payload(out, t, value, opts);
+  if (!rc && nmeta) rc = put_meta(out, meta, nmeta, NULL);
   if (rc) out->len = saved;
   return rc;
 }

@@ -365,6 +365,13 @@ void troupe__control(troupe_system *sys, troupe__env *e);
 int troupe__remote_send(troupe__node *n, uint64_t node, troupe__env *e);
 int troupe__remote_node(troupe_system *sys, const char *name, size_t nlen,
                         const char *addr, size_t alen, uint64_t *node);
+/* troupe_envelope_encode_value for remoting's own metadata: `meta` holds
+ * unique keys already in canonical order (shorter first, then bytewise)
+ * and is not checked again (text values are). Same bytes. */
+int troupe__envelope_encode_sorted(const troupe_type *t, const void *value,
+                                   const troupe_meta *meta, size_t nmeta,
+                                   troupe_buf *out,
+                                   const troupe_codec_opts *opts);
 /* An envelope for a remote node arrived at its owner's loop. Takes e. */
 void troupe__remote_inbound(troupe_system *sys, troupe__env *e);
 /* The system is terminating / being freed. */

@@ -1,24 +1,34 @@
 /*
- * bank.c: bank accounts as persistent entities on the embedded RocksDB
- * journal.
+ * bank.c: bank accounts as persistent entities, sharded over a cluster.
  *
- *   bank [DATA_DIR]          (default: ./data/bank, created if missing)
- *   bank --pg URL            (journal, snapshots and the projection in
- *                             PostgreSQL: a libpq URI or key=value string)
+ *   bank [DATA_DIR]      4 worker threads (a mesh), one cluster; the
+ *                        journal, snapshots and read model in embedded
+ *                        RocksDB under DATA_DIR (default ./data/bank)
+ *   bank --pg URL        the same on PostgreSQL (libpq URI or key=value)
+ *   bank --pg URL --node I --port P [--kill PID]
+ *                        one of 3 processes joined over TCP on 127.0.0.1,
+ *                        node I listening on port P+I (node 0 is the seed
+ *                        and drives the demo; nodes 1 and 2 serve until
+ *                        SIGTERM). scripts/bank-cluster.sh runs all three.
  *
- * 1. Opens the journal and snapshot store in DATA_DIR and starts the
- *    accounts; each recovers its balance from its snapshot and events.
- * 2. Deposits and withdraws (a withdrawal beyond the balance is refused
- *    by the command handler, and nothing is stored).
- * 3. Crash and restart: a child process keeps depositing and is killed
- *    with SIGKILL in the middle; the accounts are started again and the
- *    balances they recover include every deposit the child had confirmed.
- * 4. All along, a "balances" projection folds the tagged events into a
- *    read model, exactly once: in the projection's own RocksDB database
- *    (DATA_DIR-balances; the offset goes into the same WriteBatch) or in
- *    the PostgreSQL table bank_rm.balances (the offset in the same
- *    transaction). The output prints the read model next to the
- *    entities' own state; after the crash both agree again.
+ * 1. Every node starts a sharding region for "account"; an account lives
+ *    on exactly one node (the coordinator on the oldest node allocates its
+ *    shard) and is reached by name from anywhere; it recovers its balance
+ *    from its snapshot and events when it starts there.
+ * 2. Deposits and withdrawals go through the region (a withdrawal beyond
+ *    the balance is refused by the command handler; nothing is stored).
+ *    Each answer says which node holds the account.
+ * 3. Mesh: crash and restart. A child process runs the same bank, keeps
+ *    depositing and is killed with SIGKILL in the middle; the accounts
+ *    start again and their balances include every confirmed deposit.
+ *    TCP: with --kill PID, node 0 kills node 2 (SIGKILL); the cluster
+ *    downs it, and its accounts recover on the survivors with the same
+ *    balances.
+ * 4. All along, a "balances" projection (on the first node) folds the
+ *    tagged events into a read model, exactly once: in its own RocksDB
+ *    database (DATA_DIR-balances; the offset in the same WriteBatch) or in
+ *    the PostgreSQL table bank_rm.balances (offset in the same
+ *    transaction). The output prints it next to the entities' own state.
  *
  * Build against an installed troupe:
  *   cc bank.c $(pkg-config --cflags --libs troupe)
@@ -33,22 +43,24 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <troupe/troupe.h>
-#include <troupe/persistence.h>
-#include <troupe/projection.h>
 #include <libpq-fe.h>
 #include <rocksdb/c.h>
 
 /* ---- types ------------------------------------------------------------- */
 
 typedef struct account { int64_t balance; } account;     /* the state */
-typedef struct money { int64_t cents; } money;           /* events, commands */
-typedef struct balance { int64_t cents; int32_t refused; } balance;
+typedef struct money { int64_t cents; } money;           /* events */
+typedef struct command { char *account; int64_t cents; } command;
+typedef struct balance { int64_t cents; int32_t refused; int32_t node; } balance;
 
 static const troupe_field account_fields[] = {
   TROUPE_FIELD(account, balance, I64)};
 static const troupe_field money_fields[] = {TROUPE_FIELD(money, cents, I64)};
+static const troupe_field command_fields[] = {
+  TROUPE_FIELD(command, account, STRING), TROUPE_FIELD(command, cents, I64)};
 static const troupe_field balance_fields[] = {
-  TROUPE_FIELD(balance, cents, I64), TROUPE_FIELD(balance, refused, I32)};
+  TROUPE_FIELD(balance, cents, I64), TROUPE_FIELD(balance, refused, I32),
+  TROUPE_FIELD(balance, node, I32)};
 
 static troupe_type Account = TROUPE_TYPE("bank.Account", 1, account,
                                          account_fields);
@@ -56,20 +68,26 @@ static troupe_type Deposited = TROUPE_TYPE("bank.Deposited", 1, money,
                                            money_fields);
 static troupe_type Withdrawn = TROUPE_TYPE("bank.Withdrawn", 1, money,
                                            money_fields);
-static troupe_type Deposit = TROUPE_TYPE("bank.Deposit", 1, money,
-                                         money_fields);
-static troupe_type Withdraw = TROUPE_TYPE("bank.Withdraw", 1, money,
-                                          money_fields);
-static troupe_type GetBalance = TROUPE_TYPE("bank.GetBalance", 1, money,
-                                            money_fields);
-static troupe_type Balance = TROUPE_TYPE("bank.Balance", 1, balance,
+static troupe_type Deposit = TROUPE_TYPE("bank.Deposit", 2, command,
+                                         command_fields);
+static troupe_type Withdraw = TROUPE_TYPE("bank.Withdraw", 2, command,
+                                          command_fields);
+static troupe_type GetBalance = TROUPE_TYPE("bank.GetBalance", 2, command,
+                                            command_fields);
+static troupe_type Balance = TROUPE_TYPE("bank.Balance", 2, balance,
                                          balance_fields);
 
 /* ---- the entity -------------------------------------------------------- */
 
+/* The node an entity runs on: the digit its system's name ends with. */
+static int32_t node_of(troupe_entity *e) {
+  const char *n = troupe_system_name(troupe_ctx_system(troupe_entity_ctx(e)));
+  return (int32_t)(n[strlen(n) - 1] - '0');
+}
+
 static void reply_balance(troupe_entity *e, const void *state, void *data) {
   (void)data;
-  balance b = {((const account *)state)->balance, 0};
+  balance b = {((const account *)state)->balance, 0, node_of(e)};
   troupe_entity_reply(e, &Balance, &b);
 }
 
@@ -77,18 +95,19 @@ static void reply_balance(troupe_entity *e, const void *state, void *data) {
 static int on_command(troupe_entity *e, const void *state,
                       const troupe_msg *cmd) {
   const account *a = state;
-  const money *m = cmd->data;
+  const command *c = cmd->data;
+  money m = {c->cents};
   if (cmd->type == &Deposit) {
-    if (m->cents <= 0) return TROUPE_EINVAL;
-    troupe_entity_persist(e, &Deposited, m, 0);
+    if (m.cents <= 0) return TROUPE_EINVAL;
+    troupe_entity_persist(e, &Deposited, &m, 0);
     return troupe_entity_after(e, reply_balance, NULL);  /* once durable */
   }
   if (cmd->type == &Withdraw) {
-    if (m->cents > a->balance) {
-      balance b = {a->balance, 1};
+    if (m.cents > a->balance) {
+      balance b = {a->balance, 1, node_of(e)};
       return troupe_entity_reply(e, &Balance, &b);       /* nothing stored */
     }
-    troupe_entity_persist(e, &Withdrawn, m, 0);
+    troupe_entity_persist(e, &Withdrawn, &m, 0);
     return troupe_entity_after(e, reply_balance, NULL);
   }
   if (cmd->type == &GetBalance) return troupe_entity_after(e, reply_balance, NULL);
@@ -120,6 +139,26 @@ static const troupe_entity_def account_entity = {
   .tagger = tag_events,
   .snapshot_every = 100,       /* recovery starts from a snapshot */
   .snapshot_keep = 2,
+};
+
+/* Sharding: the account's name is its entity id. */
+static int account_id(const troupe_msg *msg, char *buf, size_t size) {
+  if (msg->type != &Deposit && msg->type != &Withdraw &&
+      msg->type != &GetBalance)
+    return TROUPE_EINVAL;
+  const char *name = ((const command *)msg->data)->account;
+  size_t n = name ? strlen(name) : 0;
+  if (n == 0 || n >= size) return TROUPE_EINVAL;
+  memcpy(buf, name, n + 1);
+  return (int)n;
+}
+
+static troupe_sharding_def accounts = {
+  .type_name = "account",
+  .shards = 16,
+  .extract_id = account_id,
+  .entity = &account_entity,
+  /* .persistence is set when the stores are open */
 };
 
 /* ---- the balances projection ------------------------------------------- */
@@ -230,22 +269,78 @@ static int64_t read_model(troupe_offset_store *os, const char *pg_conninfo,
 
 /* ---- plumbing ---------------------------------------------------------- */
 
-static const char *names[] = {"alice", "bob", "carol"};
-#define NACCT 3
+static const char *names[] = {"alice", "bob", "carol", "dave", "erin",
+                              "frank"};
+#define NACCT 6
+#define WORKERS 4
 
 typedef struct bank {
   troupe_journal *journal;
   troupe_snapshot_store *snapshots;
   troupe_persistence *persistence;
-  troupe_system *sys;
-  troupe_ref acct[NACCT];
   troupe_offset_store *offsets;
   troupe_projection *balances;
+  /* mesh mode */
+  troupe_mesh *mesh;
+  troupe_system *workers[WORKERS];
+  /* TCP mode */
+  troupe_system *sys;
+  /* the system the demo asks through */
+  troupe_system *front;
 } bank;
 
 static const char *pg_url;      /* --pg URL */
+static int tcp_node = -1;       /* --node I */
+static int tcp_port;            /* --port P */
+static bank *the_bank;
+
+static int start_projection(bank *b, troupe_system *sys) {
+  /* exactly once, in groups of up to 64 events */
+  troupe_projection_def d = {
+    .name = "balances", .journal = b->journal, .tag = "bank",
+    .offsets = b->offsets, .delivery = TROUPE_PROJECTION_EXACTLY_ONCE,
+    .handler = use_pg ? pg_balances : rocksdb_balances, .group_size = 64,
+    .on_error = TROUPE_PROJECTION_RETRY_FAIL,
+  };
+  return troupe_projection_start(sys, &d, &b->balances);
+}
+
+/* Runs on each mesh worker's thread before its system runs (and after a
+ * restart): join the cluster, start the accounts' region. */
+static const char *mesh_seeds[] = {"troupe://bank0"};
+static int worker_init(troupe_system *sys, uint32_t index, void *data) {
+  bank *b = data;
+  troupe_cluster_opts co = {.seeds = mesh_seeds, .nseeds = 1};
+  int rc = troupe_cluster_start(sys, &co);
+  troupe_ref region;
+  if (rc == 0) rc = troupe_sharding_start(sys, &accounts, &region);
+  if (rc == 0 && index == 0 && !b->balances) rc = start_projection(b, sys);
+  if (rc == 0) b->workers[index] = sys;
+  return rc;
+}
+
+static int all_up(troupe_system *sys, int n) {
+  troupe_member m[8];
+  int k = troupe_cluster_members(sys, m, 8);
+  if (k != n || !troupe_cluster_converged(sys)) return 0;
+  for (int i = 0; i < k; i++)
+    if (m[i].status != TROUPE_MEMBER_UP || !m[i].reachable) return 0;
+  return 1;
+}
+
+/* Wait (at most 30 s) until the cluster seen from sys has n members up. */
+static int wait_members(troupe_system *sys, int n) {
+  for (int i = 0; i < 3000; i++) {
+    if (all_up(sys, n)) return 0;
+    usleep(10000);
+  }
+  fprintf(stderr, "bank: the cluster did not reach %d members\n", n);
+  return TROUPE_ETIMEDOUT;
+}
 
 static int open_bank(bank *b, const char *dir) {
+  memset(b, 0, sizeof *b);
+  the_bank = b;
   char spec[1100], ospec[1100];
   if (use_pg) {
     /* a URI as is, a key=value string behind "pg:" */
@@ -263,31 +358,47 @@ static int open_bank(bank *b, const char *dir) {
   if (rc == 0) rc = troupe_snapshot_store_open(spec, &so, &b->snapshots);
   if (rc == 0)
     rc = troupe_persistence_create(&b->persistence, b->journal, b->snapshots);
-  troupe_system_opts o = {.name = "bank", .log_level = TROUPE_LOG_WARN};
-  if (rc == 0) rc = troupe_system_create(&b->sys, &o);
-  for (int i = 0; rc == 0 && i < NACCT; i++)
-    rc = troupe_entity_spawn(b->sys, NULL, b->persistence, &account_entity,
-                             names[i], &b->acct[i]);
-  if (rc == 0) rc = troupe_offset_store_open(ospec, &b->offsets);
-  if (rc == 0) {
-    /* exactly once, in groups of up to 64 events */
-    troupe_projection_def d = {
-      .name = "balances", .journal = b->journal, .tag = "bank",
-      .offsets = b->offsets, .delivery = TROUPE_PROJECTION_EXACTLY_ONCE,
-      .handler = use_pg ? pg_balances : rocksdb_balances, .group_size = 64,
-      .on_error = TROUPE_PROJECTION_RETRY_FAIL,
-    };
-    rc = troupe_projection_start(b->sys, &d, &b->balances);
+  if (rc == 0 && (tcp_node <= 0)) rc = troupe_offset_store_open(ospec, &b->offsets);
+  accounts.persistence = b->persistence;
+  troupe_system_opts o = {.log_level = TROUPE_LOG_WARN, .log_level_set = true};
+  if (rc == 0 && tcp_node < 0) {
+    /* one process, 4 worker threads: bank0..bank3 */
+    troupe_mesh_opts mo = {.workers = WORKERS, .name_prefix = "bank",
+                           .init = worker_init, .data = b, .system = &o};
+    rc = troupe_mesh_create(&b->mesh, &mo);
+    if (rc == 0) rc = troupe_mesh_start(b->mesh);
+    for (int i = 0; rc == 0 && i < 3000 && !b->workers[0]; i++) usleep(1000);
+    if (rc == 0 && !b->workers[0]) rc = TROUPE_ETIMEDOUT;
+    if (rc == 0) rc = wait_members(b->workers[0], WORKERS);
+    b->front = b->workers[0];
+  } else if (rc == 0) {
+    /* one of 3 processes over TCP: node I on port P+I, seed node 0 */
+    char name[16], listen[64], seed[96];
+    snprintf(name, sizeof name, "bank%d", tcp_node);
+    snprintf(listen, sizeof listen, "tcp://127.0.0.1:%d", tcp_port + tcp_node);
+    snprintf(seed, sizeof seed, "troupe://bank0@127.0.0.1:%d", tcp_port);
+    const char *seeds[] = {seed};
+    o.name = name;
+    troupe_remote_opts ro = {.listen = listen};
+    troupe_cluster_opts co = {.seeds = seeds, .nseeds = 1};
+    troupe_ref region;
+    rc = troupe_system_create(&b->sys, &o);
+    if (rc == 0) rc = troupe_remote_start(b->sys, &ro);
+    if (rc == 0) rc = troupe_cluster_start(b->sys, &co);
+    if (rc == 0) rc = troupe_sharding_start(b->sys, &accounts, &region);
+    if (rc == 0 && tcp_node == 0) rc = start_projection(b, b->sys);
+    if (rc == 0) rc = troupe_system_start(b->sys);
+    b->front = b->sys;
   }
-  if (rc == 0) rc = troupe_system_start(b->sys);
   if (rc < 0)
-    fprintf(stderr, "bank: cannot open %s: %s (%s)\n", dir,
+    fprintf(stderr, "bank: cannot open %s: %s (%s)\n", use_pg ? "PostgreSQL" : dir,
             troupe_strerror(rc), troupe_errmsg());
   return rc;
 }
 
 static void close_bank(bank *b) {
-  troupe_projection_stop(b->balances);
+  if (b->balances) troupe_projection_stop(b->balances);
+  troupe_mesh_destroy(b->mesh);
   troupe_system_destroy(b->sys);
   troupe_offset_store_close(b->offsets);
   troupe_persistence_destroy(b->persistence);
@@ -295,16 +406,28 @@ static void close_bank(bank *b) {
   troupe_journal_close(b->journal);
 }
 
-/* Send a command and wait for the account's answer. */
+/* Send a command through the region and wait for the account's answer. */
 static int ask(bank *b, int who, troupe_type *cmd, int64_t cents,
                balance *out) {
-  money m = {cents};
+  command c = {(char *)names[who], cents};
+  troupe_ref region;
+  int rc = troupe_sharding_region(b->front, "account", &region);
+  if (rc < 0) return rc;
   troupe_reply_msg r;
-  int rc = troupe_ask_blocking(b->sys, b->acct[who], cmd, &m, 5000, &r);
+  rc = troupe_ask_blocking(b->front, region, cmd, &c, 5000, &r);
   if (rc < 0) return rc;
   *out = *(balance *)r.data;
   troupe_reply_free(&r);
   return 0;
+}
+
+/* The same, retried while the account's node is being replaced. */
+static int ask_retry(bank *b, int who, troupe_type *cmd, int64_t cents,
+                     balance *out) {
+  int rc = 0;
+  for (int i = 0; i < 10; i++)
+    if ((rc = ask(b, who, cmd, cents, out)) != TROUPE_ETIMEDOUT) break;
+  return rc;
 }
 
 /* The entities' own state next to the projection's read model (once the
@@ -317,15 +440,20 @@ static int print_balances(bank *b, const char *when, int64_t *out) {
       break;
     usleep(10000);
   }
-  printf("%s:\n    account     entity  read model\n", when);
+  printf("%s:\n    account     entity  read model  node\n", when);
   int ok = 1;
   for (int i = 0; i < NACCT; i++) {
     balance bal;
-    int rc = ask(b, i, &GetBalance, 0, &bal);
-    if (rc < 0) return rc;
+    int rc = ask_retry(b, i, &GetBalance, 0, &bal);
+    if (rc < 0) {
+      fprintf(stderr, "bank: %s: %s (%s)\n", names[i], troupe_strerror(rc),
+              troupe_errmsg());
+      return rc;
+    }
     int64_t rm = read_model(b->offsets, pg_url, names[i]);
-    printf("    %-8s %9.2f %11.2f%s\n", names[i], (double)bal.cents / 100.0,
-           (double)rm / 100.0, rm == bal.cents ? "" : "   (differs)");
+    printf("    %-8s %9.2f %11.2f  bank%d%s\n", names[i],
+           (double)bal.cents / 100.0, (double)rm / 100.0, bal.node,
+           rm == bal.cents ? "" : "   (differs)");
     if (rm != bal.cents) ok = 0;
     if (out) out[i] = bal.cents;
   }
@@ -347,20 +475,143 @@ static void crash_child(const char *dir, int fd) {
   }
 }
 
-int main(int argc, char **argv) {
-  const char *dir = argc > 1 ? argv[1] : "data/bank";
-  if (strcmp(dir, "--help") == 0) {
-    printf("usage: bank [DATA_DIR]   (default data/bank)\n"
-           "       bank --pg URL     (PostgreSQL: libpq URI or key=value)\n");
-    return 0;
+/* Leave the cluster gracefully (this node's accounts are handed off to
+ * the others first) and wait, at most 10 s, until it has left. */
+static void leave_cluster(bank *b) {
+  if (troupe_cluster_leave(b->sys, NULL) < 0) return;
+  troupe_member_status st;
+  char self[TROUPE_ADDRESS_MAX];
+  if (troupe_cluster_self(b->sys, self, sizeof self) < 0) return;
+  for (int i = 0; i < 500; i++) {
+    if (troupe_cluster_member_status(b->sys, self, &st) < 0 ||
+        st == TROUPE_MEMBER_REMOVED || st == TROUPE_MEMBER_EXITING)
+      break;
+    usleep(20000);
   }
-  if (strcmp(dir, "--pg") == 0) {
-    if (argc < 3) {
-      fprintf(stderr, "bank: --pg needs a URL\n");
+}
+
+static volatile sig_atomic_t terminate;
+static void on_term(int sig) { (void)sig; terminate = 1; }
+
+/* Nodes 1 and 2 of the TCP cluster: serve until SIGTERM/SIGINT, then
+ * leave the cluster gracefully (their accounts move to the others). */
+static int serve(bank *b) {
+  signal(SIGTERM, on_term);
+  signal(SIGINT, on_term);
+  printf("bank%d: serving on 127.0.0.1:%d until SIGTERM\n", tcp_node,
+         tcp_port + tcp_node);
+  fflush(stdout);
+  while (!terminate) usleep(20000);
+  leave_cluster(b);
+  close_bank(b);
+  return 0;
+}
+
+/* The crash step of the mesh demo; 0 when every confirmed deposit is back. */
+static int crash_and_recover(const char *dir, const int64_t *before) {
+  printf("crash test: a child deposits 1.00 after 1.00 and is killed -9...\n");
+  fflush(stdout);
+  int fds[2];
+  if (pipe(fds) < 0) return 1;
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    crash_child(dir, fds[1]);
+  }
+  close(fds[1]);
+  int64_t confirmed[NACCT] = {0};
+  int total = 0;
+  char c;
+  while (total < 300 && read(fds[0], &c, 1) == 1) {   /* then kill it */
+    confirmed[(int)c] += 100;
+    total++;
+  }
+  kill(pid, SIGKILL);
+  int st;
+  waitpid(pid, &st, 0);
+  while (read(fds[0], &c, 1) == 1) {     /* confirmed before it died */
+    confirmed[(int)c] += 100;
+    total++;
+  }
+  close(fds[0]);
+  printf("child killed (%s) after %d confirmed deposits\n",
+         WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited", total);
+  bank b;
+  if (open_bank(&b, dir) < 0) return 1;
+  int64_t after[NACCT];
+  if (print_balances(&b, "recovered after the crash", after) < 0) return 1;
+  int ok = 1;
+  for (int i = 0; i < NACCT; i++) {
+    /* every confirmed deposit is there; one unconfirmed may be too */
+    if (after[i] < before[i] + confirmed[i] ||
+        after[i] > before[i] + confirmed[i] + 100) {
+      printf("  %s: expected %.2f, got %.2f\n", names[i],
+             (double)(before[i] + confirmed[i]) / 100, (double)after[i] / 100);
+      ok = 0;
+    }
+  }
+  close_bank(&b);
+  printf(ok ? "every confirmed deposit survived the crash\n"
+            : "MISMATCH: confirmed deposits lost\n");
+  return ok ? 0 : 1;
+}
+
+/* TCP node 0 with --kill: kill node 2, wait for the cluster to down it,
+ * and check that its accounts answer from the survivors unchanged. */
+static int failover(bank *b, pid_t victim, const int64_t *before) {
+  printf("failover: killing node 2 (pid %d) with SIGKILL...\n", (int)victim);
+  fflush(stdout);
+  if (kill(victim, SIGKILL) < 0) {
+    fprintf(stderr, "bank: kill %d: %s\n", (int)victim, strerror(errno));
+    return 1;
+  }
+  if (wait_members(b->front, 2) < 0) return 1;
+  printf("node 2 was downed and removed; its accounts moved:\n");
+  int64_t after[NACCT];
+  if (print_balances(b, "after the failover", after) < 0) return 1;
+  for (int i = 0; i < NACCT; i++)
+    if (after[i] != before[i]) {
+      printf("MISMATCH: %s had %.2f, now %.2f\n", names[i],
+             (double)before[i] / 100, (double)after[i] / 100);
+      return 1;
+    }
+  printf("every account answered from a survivor with its balance\n");
+  return 0;
+}
+
+static int usage(void) {
+  printf("usage: bank [DATA_DIR]   (default data/bank; 4 workers, RocksDB)\n"
+         "       bank --pg URL     (PostgreSQL: libpq URI or key=value)\n"
+         "       bank --pg URL --node I --port P [--kill PID]\n"
+         "                         (node I of 3 processes over TCP)\n");
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  const char *dir = "data/bank";
+  pid_t victim = 0;
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(a, "--help") == 0) return usage();
+    if ((strcmp(a, "--pg") == 0 || strcmp(a, "--node") == 0 ||
+         strcmp(a, "--port") == 0 || strcmp(a, "--kill") == 0) && !v) {
+      fprintf(stderr, "bank: %s needs a value\n", a);
       return 2;
     }
-    pg_url = argv[2];
-    use_pg = 1;
+    if (strcmp(a, "--pg") == 0) { pg_url = v; use_pg = 1; i++; }
+    else if (strcmp(a, "--node") == 0) { tcp_node = atoi(v); i++; }
+    else if (strcmp(a, "--port") == 0) { tcp_port = atoi(v); i++; }
+    else if (strcmp(a, "--kill") == 0) { victim = (pid_t)atoi(v); i++; }
+    else if (a[0] == '-') { fprintf(stderr, "bank: unknown option %s\n", a); return 2; }
+    else dir = a;
+  }
+  if (tcp_node >= 0 && (!use_pg || tcp_node > 2 || tcp_port <= 0 ||
+                        tcp_port > 65533)) {
+    fprintf(stderr, "bank: --node needs --pg, a node 0..2 and --port\n");
+    return 2;
+  }
+  if (use_pg && tcp_node <= 0) {
     dir = "data/bank-pg";       /* unused by the stores; kept for messages */
     PGconn *c = PQconnectdb(pg_url);
     PGresult *r = PQexec(c, "SET client_min_messages = warning;"
@@ -392,74 +643,51 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < sizeof types / sizeof *types; i++)
     troupe_type_register(types[i]);
 
-  if (use_pg)
-    printf("troupe %s bank demo, data in PostgreSQL (read model: table "
-           "bank_rm.balances)\n", troupe_version_string());
-  else
-    printf("troupe %s bank demo, data in %s (embedded RocksDB; read model in "
-           "%s-balances)\n", troupe_version_string(), dir, dir);
   bank b;
+  if (tcp_node > 0) {
+    if (open_bank(&b, dir) < 0) return 1;
+    return serve(&b);
+  }
+  if (tcp_node == 0)
+    printf("troupe %s bank demo: 3 processes over TCP on 127.0.0.1:%d-%d, "
+           "data in PostgreSQL (read model: table bank_rm.balances)\n",
+           troupe_version_string(), tcp_port, tcp_port + 2);
+  else if (use_pg)
+    printf("troupe %s bank demo: %d worker threads, data in PostgreSQL "
+           "(read model: table bank_rm.balances)\n", troupe_version_string(),
+           WORKERS);
+  else
+    printf("troupe %s bank demo: %d worker threads, data in %s (embedded "
+           "RocksDB; read model in %s-balances)\n", troupe_version_string(),
+           WORKERS, dir, dir);
   if (open_bank(&b, dir) < 0) return 1;
+  if (tcp_node == 0 && wait_members(b.front, 3) < 0) return 1;
+  printf("cluster up: %d nodes; accounts sharded over them\n",
+         tcp_node == 0 ? 3 : WORKERS);
   if (print_balances(&b, "recovered from earlier runs", NULL) < 0) return 1;
 
   balance bal;
   ask(&b, 0, &Deposit, 10000, &bal);
-  printf("alice deposits 100.00      -> %8.2f\n", (double)bal.cents / 100);
+  printf("alice deposits 100.00      -> %8.2f  (on bank%d)\n",
+         (double)bal.cents / 100, bal.node);
   ask(&b, 1, &Deposit, 2500, &bal);
-  printf("bob deposits 25.00         -> %8.2f\n", (double)bal.cents / 100);
+  printf("bob deposits 25.00         -> %8.2f  (on bank%d)\n",
+         (double)bal.cents / 100, bal.node);
   ask(&b, 0, &Withdraw, 3000, &bal);
-  printf("alice withdraws 30.00      -> %8.2f\n", (double)bal.cents / 100);
+  printf("alice withdraws 30.00      -> %8.2f  (on bank%d)\n",
+         (double)bal.cents / 100, bal.node);
+  for (int i = 2; i < NACCT; i++) ask(&b, i, &Deposit, 1000 * i, &bal);
   ask(&b, 2, &Withdraw, 1000000000, &bal);
   printf("carol withdraws 10000000.00 -> refused (%s), balance %.2f\n",
          bal.refused ? "insufficient funds" : "?", (double)bal.cents / 100);
   int64_t before[NACCT];
   if (print_balances(&b, "balances", before) < 0) return 1;
-  close_bank(&b);
-
-  /* Crash and restart. */
-  printf("crash test: a child deposits 1.00 after 1.00 and is killed -9...\n");
-  fflush(stdout);
-  int fds[2];
-  if (pipe(fds) < 0) return 1;
-  pid_t pid = fork();
-  if (pid == 0) {
-    close(fds[0]);
-    crash_child(dir, fds[1]);
-  }
-  close(fds[1]);
-  int64_t confirmed[NACCT] = {0};
-  int total = 0;
-  char c;
-  while (total < 300 && read(fds[0], &c, 1) == 1) {   /* then kill it */
-    confirmed[(int)c] += 100;
-    total++;
-  }
-  kill(pid, SIGKILL);
-  int st;
-  waitpid(pid, &st, 0);
-  while (read(fds[0], &c, 1) == 1) {     /* confirmed before it died */
-    confirmed[(int)c] += 100;
-    total++;
-  }
-  close(fds[0]);
-  printf("child killed (%s) after %d confirmed deposits\n",
-         WIFSIGNALED(st) ? strsignal(WTERMSIG(st)) : "exited", total);
-
-  if (open_bank(&b, dir) < 0) return 1;
-  int64_t after[NACCT];
-  if (print_balances(&b, "recovered after the crash", after) < 0) return 1;
-  int ok = 1;
-  for (int i = 0; i < NACCT; i++) {
-    /* every confirmed deposit is there; one unconfirmed may be too */
-    if (after[i] < before[i] + confirmed[i] ||
-        after[i] > before[i] + confirmed[i] + 100) {
-      printf("  %s: expected %.2f, got %.2f\n", names[i],
-             (double)(before[i] + confirmed[i]) / 100, (double)after[i] / 100);
-      ok = 0;
-    }
+  if (tcp_node == 0) {
+    int rc = victim ? failover(&b, victim, before) : 0;
+    leave_cluster(&b);
+    close_bank(&b);
+    return rc;
   }
   close_bank(&b);
-  printf(ok ? "every confirmed deposit survived the crash\n"
-            : "MISMATCH: confirmed deposits lost\n");
-  return ok ? 0 : 1;
+  return crash_and_recover(dir, before);
 }

@@ -392,31 +392,31 @@ static int ctl(region *r, troupe_ref to, uint32_t kind, uint32_t shard) {
   return troupe_tell(to, &T_SHMSG, &m, r->self);
 }
 
-static void buffer_push(region *r, shome *h, troupe__env *e) {
+/* Append e to a held queue (a shard's or an entity's) within the region's
+ * buffer bound; over it, e is a dead letter. Returns whether it was held. */
+static bool held_push(region *r, troupe__env **head, troupe__env **tail,
+                      uint32_t *len, troupe__env *e) {
   if (r->buffered >= r->def->buffer_size) {
     drop(r, e, TROUPE_EFULL, "buffer full");
-    return;
+    return false;
   }
   e->next = NULL;
-  if (h->bt) h->bt->next = e;
-  else h->bh = e;
-  h->bt = e;
-  h->blen++;
+  if (*tail) (*tail)->next = e;
+  else *head = e;
+  *tail = e;
+  (*len)++;
   r->buffered++;
-  if (r->buffered < 16 || (r->buffered & 1023) == 0) publish(r);
+  return true;
+}
+
+static void buffer_push(region *r, shome *h, troupe__env *e) {
+  if (held_push(r, &h->bh, &h->bt, &h->blen, e) &&
+      (r->buffered < 16 || (r->buffered & 1023) == 0))
+    publish(r);
 }
 
 static void ent_push(region *r, ent *x, troupe__env *e) {
-  if (r->buffered >= r->def->buffer_size) {
-    drop(r, e, TROUPE_EFULL, "buffer full");
-    return;
-  }
-  e->next = NULL;
-  if (x->qt) x->qt->next = e;
-  else x->qh = e;
-  x->qt = e;
-  x->qlen++;
-  r->buffered++;
+  held_push(r, &x->qh, &x->qt, &x->qlen, e);
 }
 
 static void dead_list(region *r, troupe__env *e, int reason) {

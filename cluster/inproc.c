@@ -64,6 +64,7 @@ typedef struct endpoint {
   uv_check_t check;
   uint32_t *dirty;                    /* outbound rings owing a publish */
   uint32_t ndirty;
+  uint32_t last_to;                   /* ep_send's guess: the last target */
 } endpoint;
 
 struct troupe__inproc {
@@ -89,6 +90,7 @@ troupe__inproc *troupe__inproc_new(uint32_t n) {
   for (uint32_t i = 0; i < n; i++) {
     ip->eps[i].ip = ip;
     ip->eps[i].index = i;
+    ip->eps[i].last_to = n > 1 ? (i + 1) % n : i;
     ip->eps[i].dirty = calloc(n, sizeof(uint32_t));
     if (!ip->eps[i].dirty) goto fail;
     for (uint32_t j = 0; j < n; j++) {
@@ -191,10 +193,8 @@ static void ring_move_overflow(ring *r) {
   if (!r->ovf_head) r->ovf_tail = NULL;
 }
 
-static int ep_route(troupe_system *from, troupe_system *to, troupe__env *e) {
-  endpoint *fe = atomic_load_explicit(&from->xdata, memory_order_relaxed);
-  endpoint *te = atomic_load_explicit(&to->xdata, memory_order_acquire);
-  if (TROUPE_UNLIKELY(!te || te->ip != fe->ip)) return 1;
+static int ep_put(troupe_system *from, endpoint *fe, endpoint *te,
+                  troupe__env *e) {
   if (TROUPE_UNLIKELY(atomic_load_explicit(&fe->ip->any_blocked,
                                            memory_order_relaxed)) &&
       atomic_load(&fe->ip->blocked[(size_t)fe->index * fe->ip->n +
@@ -223,6 +223,34 @@ static int ep_route(troupe_system *from, troupe_system *to, troupe__env *e) {
     troupe__wake_dispatch(from);
   }
   return 0;
+}
+
+static int ep_route(troupe_system *from, troupe_system *to, troupe__env *e) {
+  endpoint *fe = atomic_load_explicit(&from->xdata, memory_order_relaxed);
+  endpoint *te = atomic_load_explicit(&to->xdata, memory_order_acquire);
+  if (TROUPE_UNLIKELY(!te || te->ip != fe->ip)) return 1;
+  return ep_put(from, fe, te, e);
+}
+
+/* By node index, without touching the target system (see xsend): the
+ * endpoint attached to that node, found from the last target or by a scan
+ * of the mesh's endpoints (their rings live as long as the mesh). */
+static int ep_send(troupe_system *from, uint64_t node, troupe__env *e) {
+  endpoint *fe = atomic_load_explicit(&from->xdata, memory_order_relaxed);
+  troupe__inproc *ip = fe->ip;
+  uint32_t j = fe->last_to;
+  if (TROUPE_UNLIKELY(j == fe->index ||
+                      atomic_load_explicit(&ip->eps[j].node,
+                                           memory_order_acquire) != node)) {
+    for (j = 0; j < ip->n; j++)
+      if (j != fe->index &&
+          atomic_load_explicit(&ip->eps[j].node, memory_order_acquire) ==
+              node)
+        break;
+    if (j == ip->n) return 1;
+    fe->last_to = j;
+  }
+  return ep_put(from, fe, &ip->eps[j], e);
 }
 
 static void ep_flush(troupe_system *sys) {
@@ -332,6 +360,7 @@ int troupe__inproc_attach(troupe__inproc *ip, uint32_t i, troupe_system *sys) {
   uv_check_start(&me->check, on_check);
   uv_unref((uv_handle_t *)&me->check);
   sys->xroute = ep_route;
+  sys->xsend = ep_send;
   sys->xpoll = ep_poll;
   sys->xflush = ep_flush;
   atomic_store(&sys->xdata, me);

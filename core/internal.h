@@ -249,8 +249,13 @@ struct troupe_system {
    *  xpoll   move arrived envelopes in (troupe__inbound); returns how
    *          many; called when the run queue runs dry inside dispatch;
    *  xflush  publish what xroute buffered; called at the end of dispatch.
+   *  xsend   as xroute, for the system at node index `node` without
+   *          touching it (the cross-thread tell's hot path: no users
+   *          count on the node, whose atomic add stalled every tell);
+   *          1 when no link of ours reaches it.
    * Set before the system runs, never changed while it runs. */
   int (*xroute)(troupe_system *from, troupe_system *to, troupe__env *e);
+  int (*xsend)(troupe_system *from, uint64_t node, troupe__env *e);
   size_t (*xpoll)(troupe_system *sys);
   void (*xflush)(troupe_system *sys);
   _Atomic(void *) xdata;                 /* the link owner (mesh endpoint) */

@@ -53,10 +53,12 @@ static troupe__env *pool_take(troupe_system *sys) {
   pthread_mutex_unlock(&p->lock);
   if (!b) return NULL;
   b->orig = NULL;
-  troupe__env *rest = b->next;
-  uint32_t n = 0;
-  for (troupe__env *x = rest; x; x = x->next) n++;
-  sys->free_envs = rest;
+  /* the batch's length rides in its head (walking the list to count it
+   * would miss the cache once per envelope: they come from another
+   * thread) */
+  uint32_t n = (uint32_t)b->aux - 1;
+  b->aux = 0;
+  sys->free_envs = b->next;
   sys->nfree_envs = n;
   b->next = NULL;
   return b;
@@ -65,9 +67,11 @@ static troupe__env *pool_take(troupe_system *sys) {
 /* The free list is full: hand POOL_BATCH of it to the pool. */
 static void pool_give(troupe_system *sys) {
   troupe__env *head = sys->free_envs, *last = head;
-  for (uint32_t i = 1; i < POOL_BATCH && last->next; i++) last = last->next;
+  uint32_t i = 1;
+  for (; i < POOL_BATCH && last->next; i++) last = last->next;
   troupe__env *rest = last->next;
   last->next = NULL;
+  head->aux = (int32_t)i;             /* the batch's length */
   troupe__envpool *p = sys->env_pool;
   pthread_mutex_lock(&p->lock);
   bool taken = p->nbatches < POOL_MAX_BATCHES;
@@ -78,7 +82,7 @@ static void pool_give(troupe_system *sys) {
   }
   pthread_mutex_unlock(&p->lock);
   sys->free_envs = rest;
-  sys->nfree_envs -= POOL_BATCH;
+  sys->nfree_envs -= i;
   if (!taken) {
     while (head) {
       troupe__env *n = head->next;

@@ -525,29 +525,34 @@ static region *region_of_entity(troupe_ctx *ctx) {
   return c ? region_of(c->parent) : NULL;
 }
 
-static int wrap_entity_command(troupe_entity *e, const void *st,
-                               const troupe_msg *m) {
-  troupe_ctx *ctx = troupe_entity_ctx(e);
+/* The region's own messages to a persistent entity (stop when idle), or
+ * the entity's region for a user command. Returns true when m was the
+ * region's, with its result in *rc. */
+static bool region_command(troupe_ctx *ctx, const troupe_msg *m, region **r,
+                           int *rc) {
   if (m->type == &T_SHLOCAL) {
     const shlocal *l = m->data;
-    if (l->kind == SL_STOP) return troupe_stop(ctx, troupe_self(ctx));
-    return 0;
+    *rc = l->kind == SL_STOP ? troupe_stop(ctx, troupe_self(ctx)) : 0;
+    return true;
   }
-  region *r = region_of_entity(ctx);
-  if (!r) return TROUPE_ESTATE;
+  *r = region_of_entity(ctx);
+  *rc = *r ? 0 : TROUPE_ESTATE;
+  return !*r;
+}
+
+static int wrap_entity_command(troupe_entity *e, const void *st,
+                               const troupe_msg *m) {
+  region *r = NULL;
+  int rc;
+  if (region_command(troupe_entity_ctx(e), m, &r, &rc)) return rc;
   return r->def->entity->command(e, st, m);
 }
 
 static int wrap_durable_command(troupe_durable *d, const void *st,
                                 const troupe_msg *m) {
-  troupe_ctx *ctx = troupe_durable_ctx(d);
-  if (m->type == &T_SHLOCAL) {
-    const shlocal *l = m->data;
-    if (l->kind == SL_STOP) return troupe_stop(ctx, troupe_self(ctx));
-    return 0;
-  }
-  region *r = region_of_entity(ctx);
-  if (!r) return TROUPE_ESTATE;
+  region *r = NULL;
+  int rc;
+  if (region_command(troupe_durable_ctx(d), m, &r, &rc)) return rc;
   return r->def->durable->command(d, st, m);
 }
 

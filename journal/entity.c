@@ -169,27 +169,24 @@ typedef struct rec_event {
   size_t len;
 } rec_event;
 
-typedef struct page {
-  size_t n, cap;
-  rec_event *ev;
-  /* one arena for manifests and payloads */
-  uint8_t *arena;
-  size_t used, arena_cap;
-} page;
+/* A chunk of replayed events: one heap block holding the struct, the
+ * events, then their manifests and payloads. The reader thread posts each
+ * page the journal hands it as a chunk at once (sized to fit, no
+ * accumulation), so the entity decodes one chunk while the journal reads
+ * the next; a request's chunks are at most replay_page events, which
+ * bounds what is in flight. */
+typedef struct chunk {
+  size_t n;
+  rec_event ev[];
+} chunk;
 
 typedef struct emsg {
   int kind;
   int status;
   uint64_t a, b;
-  void *ptr;       /* EM_SNAP: troupe_snapshot* (owned), EM_PAGE: page* */
+  void *ptr;       /* EM_SNAP: troupe_snapshot* (owned), EM_PAGE: chunk*
+                      (owned, NULL when empty; a = 1 on a request's last) */
 } emsg;
-
-static void page_free(page *pg) {
-  if (!pg) return;
-  free(pg->ev);
-  free(pg->arena);
-  free(pg);
-}
 
 static int emsg_copy(const troupe_type *t, void *dst, const void *src) {
   (void)t;
@@ -201,8 +198,8 @@ static void emsg_free(const troupe_type *t, void *v) {
   (void)t;
   emsg *m = v;
   if (!m->ptr) return;
-  if (m->kind == EM_SNAP || m->kind == EM_GOT) free(m->ptr);
-  else if (m->kind == EM_PAGE) page_free(m->ptr);
+  if (m->kind == EM_SNAP || m->kind == EM_GOT || m->kind == EM_PAGE)
+    free(m->ptr);
   m->ptr = NULL;
 }
 
@@ -268,6 +265,7 @@ struct troupe_entity {
   uint64_t seq;           /* last applied */
   uint64_t written;       /* expected seq for the next append */
   uint64_t high;          /* recovery target */
+  uint64_t req_got;       /* events the replay request in flight gave */
   uint64_t since_snap;
   uint64_t *snap_ring;    /* seqs of kept snapshots (delete_events) */
   uint32_t snap_n;
@@ -339,7 +337,6 @@ static void log_entity(troupe_entity *e, troupe_log_level lvl,
 
 typedef struct rd_ctx {
   troupe_ref self;
-  page *pg;
 } rd_ctx;
 
 static void on_snapshot(int status, const troupe_snapshot *snap, void *data) {
@@ -379,55 +376,53 @@ static void on_highest(int status, uint64_t seq, void *data) {
   free(rc);
 }
 
-static int page_add(page *pg, const troupe_event *ev) {
-  if (pg->n == pg->cap) {
-    size_t ncap = pg->cap ? pg->cap * 2 : 256;
-    rec_event *n = realloc(pg->ev, ncap * sizeof *n);
-    if (!n) return TROUPE_ENOMEM;
-    pg->ev = n;
-    pg->cap = ncap;
+/* Copy a journal page into one chunk (reader thread). Consecutive events
+ * of one type share the copy of its manifest. */
+static chunk *chunk_make(const troupe_event *ev, size_t n) {
+  size_t bytes = 0;
+  const char *prev = NULL;
+  for (size_t i = 0; i < n; i++) {
+    if (!prev || strcmp(prev, ev[i].manifest) != 0)
+      bytes += strlen(ev[i].manifest) + 1;
+    prev = ev[i].manifest;
+    bytes += ev[i].payload_len;
   }
-  size_t ml = strlen(ev->manifest) + 1;
-  size_t need = ml + ev->payload_len;
-  if (pg->used + need > pg->arena_cap) {
-    size_t ncap = pg->arena_cap ? pg->arena_cap * 2 : 65536;
-    while (ncap < pg->used + need) ncap *= 2;
-    uint8_t *na = realloc(pg->arena, ncap);
-    if (!na) return TROUPE_ENOMEM;
-    /* rebase pointers into the arena */
-    for (size_t i = 0; i < pg->n; i++) {
-      pg->ev[i].manifest = (const char *)na +
-                           ((const uint8_t *)pg->ev[i].manifest - pg->arena);
-      pg->ev[i].payload = na + (pg->ev[i].payload - pg->arena);
+  chunk *c = malloc(sizeof *c + n * sizeof c->ev[0] + bytes);
+  if (!c) return NULL;
+  c->n = n;
+  char *p = (char *)&c->ev[n];
+  const char *man = NULL;
+  prev = NULL;
+  for (size_t i = 0; i < n; i++) {
+    rec_event *r = &c->ev[i];
+    if (!prev || strcmp(prev, ev[i].manifest) != 0) {
+      size_t ml = strlen(ev[i].manifest) + 1;
+      memcpy(p, ev[i].manifest, ml);
+      man = p;
+      p += ml;
     }
-    pg->arena = na;
-    pg->arena_cap = ncap;
+    prev = ev[i].manifest;
+    r->seq = ev[i].seq;
+    r->manifest = man;
+    r->version = ev[i].version;
+    r->payload = (const uint8_t *)p;
+    r->len = ev[i].payload_len;
+    if (r->len) memcpy(p, ev[i].payload, r->len);
+    p += r->len;
   }
-  rec_event *r = &pg->ev[pg->n++];
-  r->seq = ev->seq;
-  r->version = ev->version;
-  memcpy(pg->arena + pg->used, ev->manifest, ml);
-  r->manifest = (const char *)pg->arena + pg->used;
-  pg->used += ml;
-  if (ev->payload_len) memcpy(pg->arena + pg->used, ev->payload, ev->payload_len);
-  r->payload = pg->arena + pg->used;
-  r->len = ev->payload_len;
-  pg->used += ev->payload_len;
-  return 0;
+  return c;
 }
 
 static int on_events(int status, const troupe_event *events, size_t n,
                      int done, void *data) {
   rd_ctx *rc = data;
-  int err = status;
-  for (size_t i = 0; i < n && err == 0; i++) err = page_add(rc->pg, &events[i]);
-  if (err < 0 || done) {
-    emsg m = {.kind = EM_PAGE, .status = err, .ptr = rc->pg};
-    post(rc->self, &m);
-    free(rc);
-    return err < 0 ? 1 : 0;
-  }
-  return 0;
+  emsg m = {.kind = EM_PAGE, .status = status, .a = done != 0};
+  if (status == 0 && n && !(m.ptr = chunk_make(events, n)))
+    m.status = TROUPE_ENOMEM;
+  if (m.status < 0) m.a = 1;
+  if (m.status < 0 || n || done) post(rc->self, &m);
+  if (m.a) free(rc);
+  return m.status < 0;
 }
 
 static void recovery_failed(troupe_entity *e, int err) {
@@ -443,23 +438,23 @@ static void recovery_done(troupe_entity *e) {
   troupe_unstash(e->ctx, 1);
 }
 
-static void request_page(troupe_entity *e) {
-  rd_ctx *rc = calloc(1, sizeof *rc);
-  page *pg = calloc(1, sizeof *pg);
+/* Ask for the events from `from` on (up to replay_page of them). */
+static int request_page(troupe_entity *e, uint64_t from) {
+  rd_ctx *rc = malloc(sizeof *rc);
   int err = TROUPE_ENOMEM;
-  if (rc && pg) {
+  e->req_got = 0;
+  if (rc) {
     rc->self = e->self;
-    rc->pg = pg;
     uint32_t n = e->def->replay_page ? e->def->replay_page : DEFAULT_PAGE;
-    err = troupe_journal_replay(e->p->journal, e->pid, e->seq + 1, e->high, n,
+    err = troupe_journal_replay(e->p->journal, e->pid, from, e->high, n,
                                 on_events, rc);
-    if (err == 0) return;
+    if (err == 0) return 0;
   }
   free(rc);
-  page_free(pg);
   log_entity(e, TROUPE_LOG_ERROR, "recovery failed: cannot read events: %s",
              troupe_strerror(err));
   recovery_failed(e, err);
+  return err;
 }
 
 /* Recovery decodes many events of few types: remember the last one. */
@@ -572,14 +567,24 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
         return;
       }
       if (e->high == e->seq) recovery_done(e);
-      else request_page(e);
+      else request_page(e, e->seq + 1);
       return;
     case EM_PAGE: {
-      page *pg = m->ptr;
+      chunk *c = m->ptr;
+      size_t n = c ? c->n : 0;
+      e->req_got += n;
+      bool last = m->a != 0, more = false;
+      uint64_t upto = n ? c->ev[n - 1].seq : e->seq;
+      if (last && e->req_got && upto < e->high) {
+        /* ask for the next events before decoding these, so the journal
+         * reads them meanwhile (a failure below drops what comes back) */
+        more = true;
+        if (request_page(e, upto + 1) < 0) return;
+      }
       resolve_cache rcache;
       rcache.type = NULL;
-      for (size_t i = 0; i < pg->n; i++) {
-        rec_event *r = &pg->ev[i];
+      for (size_t i = 0; i < n; i++) {
+        rec_event *r = &c->ev[i];
         if (r->seq != e->seq + 1) {
           log_entity(e, TROUPE_LOG_ERROR,
                      "recovery failed: gap in the journal: expected seq %"
@@ -595,16 +600,15 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
         }
         e->seq = r->seq;
       }
+      if (!last || more) return;
       if (e->seq == e->high) {
         recovery_done(e);
-      } else if (pg->n == 0) {
+      } else {
         log_entity(e, TROUPE_LOG_ERROR,
                    "recovery failed: events %" PRIu64 "..%" PRIu64
                    " are missing (deleted without a snapshot?)", e->seq + 1,
                    e->high);
         recovery_failed(e, TROUPE_ECORRUPT);
-      } else {
-        request_page(e);
       }
       return;
     }

@@ -47,10 +47,11 @@
 #include <time.h>
 
 #define PG_MAX_GROUP 4096         /* write ops per transaction */
-#define PG_ROWS_PER_INSERT 4000   /* 10 params a row, < 65535 */
+#define PG_ROWS_PER_INSERT 8192   /* events per INSERT statement */
 
 enum { OID_BYTEA = 17, OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25,
-       OID_INT8_ARR = 1016, OID_TEXT_ARR = 1009 };
+       OID_BYTEA_ARR = 1001, OID_INT4_ARR = 1007, OID_TEXT_ARR = 1009,
+       OID_INT8_ARR = 1016 };
 
 typedef struct pg_store {
   jnl_store base;
@@ -64,6 +65,7 @@ typedef struct pg_store {
   char *conninfo;
   int down;                       /* reconnecting failed: no backoff */
   int broken;                     /* lost though PQstatus may say OK */
+  int prepared;                   /* the write statements, this session */
   uint64_t writer, token;         /* this store's row in writers; last token */
   char schema[64];
   char channel[80];               /* NOTIFY channel: troupe_events_<schema> */
@@ -188,33 +190,76 @@ static int pp_bytea(pg_params *p, const void *v, size_t len) {
   return pp_add(p, OID_BYTEA, v, len);
 }
 
-/* A text[] in the binary array format. */
-static int pp_text_array(pg_params *p, const char *const *s, const size_t *lens,
-                         size_t n) {
-  size_t total = 12 + (n ? 8 : 0);
-  for (size_t i = 0; i < n; i++) total += 4 + lens[i];
-  uint8_t *b = malloc(total), *q = b;
-  if (!b) return TROUPE_ENOMEM;
-  jnl_be32(q, n ? 1 : 0); jnl_be32(q + 4, 0); jnl_be32(q + 8, OID_TEXT);
-  q += 12;
-  if (n) {
-    jnl_be32(q, (uint32_t)n); jnl_be32(q + 4, 1);
-    q += 8;
+/* A one-dimensional array parameter in the binary format, built element
+ * by element: a 20-byte header (dimensions, null flag, element type,
+ * length, lower bound) then each element as a length and its bytes. */
+typedef struct pg_arr {
+  uint8_t *b;
+  size_t len, cap;
+  uint32_t n;
+} pg_arr;
+
+static int arr_put(pg_arr *a, const void *v, size_t len) {
+  if (!a->b || a->cap - a->len < 4 + len) {
+    size_t used = a->b ? a->len : 20;
+    size_t cap = a->cap ? a->cap : 1024;
+    while (cap - used < 4 + len) cap *= 2;
+    uint8_t *b = realloc(a->b, cap);
+    if (!b) return TROUPE_ENOMEM;
+    a->b = b;
+    a->cap = cap;
+    a->len = used;
   }
-  for (size_t i = 0; i < n; i++) {
-    jnl_be32(q, (uint32_t)lens[i]);
-    memcpy(q + 4, s[i], lens[i]);
-    q += 4 + lens[i];
+  jnl_be32(a->b + a->len, (uint32_t)len);
+  if (len) memcpy(a->b + a->len + 4, v, len);
+  a->len += 4 + len;
+  a->n++;
+  return 0;
+}
+
+static int arr_i64(pg_arr *a, int64_t v) {
+  uint8_t b[8];
+  jnl_be64(b, (uint64_t)v);
+  return arr_put(a, b, 8);
+}
+
+static int arr_u64(pg_arr *a, uint64_t v) {      /* clamped to INT64_MAX */
+  return arr_i64(a, v > INT64_MAX ? INT64_MAX : (int64_t)v);
+}
+
+static int arr_i32(pg_arr *a, int32_t v) {
+  uint8_t b[4];
+  jnl_be32(b, (uint32_t)v);
+  return arr_put(a, b, 4);
+}
+
+static void arr_reset(pg_arr *a) { a->len = 20; a->n = 0; }
+
+static void arr_free(pg_arr *a) { free(a->b); memset(a, 0, sizeof *a); }
+
+/* Add `a` (elements of type `elem`) as a parameter of type `type`; an
+ * empty array has no dimensions. */
+static int pp_arr(pg_params *p, pg_arr *a, Oid type, Oid elem) {
+  uint8_t h[12];
+  if (a->n == 0) {
+    jnl_be32(h, 0); jnl_be32(h + 4, 0); jnl_be32(h + 8, elem);
+    return pp_add(p, type, h, 12);
   }
-  int rc = pp_add(p, OID_TEXT_ARR, b, total);
-  free(b);
-  return rc;
+  jnl_be32(a->b, 1); jnl_be32(a->b + 4, 0); jnl_be32(a->b + 8, elem);
+  jnl_be32(a->b + 12, a->n); jnl_be32(a->b + 16, 1);
+  return pp_add(p, type, a->b, a->len);
 }
 
 static int pp_send(PGconn *c, const char *sql, pg_params *p) {
   for (int i = 0; i < p->n; i++) p->val[i] = (const char *)p->data + p->off[i];
   return PQsendQueryParams(c, sql, p->n, p->types, p->val, p->len, p->fmt, 1)
              ? 0 : -1;
+}
+
+static int pp_send_prepared(PGconn *c, const char *name, pg_params *p) {
+  for (int i = 0; i < p->n; i++) p->val[i] = (const char *)p->data + p->off[i];
+  return PQsendQueryPrepared(c, name, p->n, p->val, p->len, p->fmt, 1) ? 0
+                                                                       : -1;
 }
 
 static PGresult *pp_exec(PGconn *c, const char *sql, pg_params *p) {
@@ -303,6 +348,7 @@ static void rollback(PGconn *c) {
 }
 
 static int session_setup(pg_store *s) {
+  s->prepared = 0;                /* a new session has none */
   PQsetNoticeProcessor(s->conn, quiet, NULL);
   return run(s, s->base.opts.sync ? "SET synchronous_commit = on"
                                   : "SET synchronous_commit = off");
@@ -1025,6 +1071,7 @@ static void do_read(pg_store *s, jnl_op *op) {
 /* Per-id state of a group: the locked head (journal) or revision (state). */
 typedef struct pg_key {
   uint64_t head, deleted_to, rev;
+  uint64_t assumed;               /* optimistic: the head the group expects */
   int has_head, has_rev, head_dirty;
   char name[];
 } pg_key;
@@ -1066,28 +1113,91 @@ static void group_free(pg_group *g) {
   free(g->ops);
 }
 
-/* Collect the ids as a text[] parameter: journal ids (which) or state
- * ids. */
-static int ids_param(pg_group *g, pg_params *p, int state, int append_only) {
-  const char **v = malloc((g->n + 1) * sizeof *v);
-  size_t *l = malloc((g->n + 1) * sizeof *l), k = 0;
-  if (!v || !l) {
-    free(v); free(l);
-    return TROUPE_ENOMEM;
-  }
-  for (size_t i = 0; i < g->n; i++) {
+static void conflict(jnl_op *op, uint64_t actual, const char *what) {
+  op->r0 = actual;
+  jnl_op_fail(op, TROUPE_ECONFLICT, "%s of \"%s\": expected %llu, is %llu",
+              what, op->pid, (unsigned long long)op->a,
+              (unsigned long long)actual);
+}
+
+/* Collect ids as a text[] parameter: of the state ops (state), of the
+ * appends that may start a stream (fresh: expected head 0; a stream with
+ * events has its head row already), or of every append and delete. *n is
+ * how many (with repeats). */
+static int ids_param(pg_group *g, pg_params *p, int state, int fresh,
+                     size_t *n) {
+  pg_arr a = {0};
+  int rc = 0;
+  *n = 0;
+  for (size_t i = 0; i < g->n && rc == 0; i++) {
     jnl_op *op = g->ops[i];
     int want = state ? (op->kind == JNL_OP_STATE_PUT ||
                         op->kind == JNL_OP_STATE_DELETE)
-                     : (op->kind == JNL_OP_APPEND ||
-                        (!append_only && op->kind == JNL_OP_DELETE));
-    if (!want) continue;
-    v[k] = op->pid;
-    l[k++] = op->pid_len;
+               : fresh ? op->kind == JNL_OP_APPEND && op->a == 0
+                       : (op->kind == JNL_OP_APPEND ||
+                          op->kind == JNL_OP_DELETE);
+    if (want) rc = arr_put(&a, op->pid, op->pid_len);
   }
-  int rc = pp_text_array(p, v, l, k);
+  if (rc == 0) rc = pp_arr(p, &a, OID_TEXT_ARR, OID_TEXT);
+  *n = a.n;
+  arr_free(&a);
+  return rc;
+}
+
+static int key_cmp(const void *a, const void *b) {
+  return strcmp((*(pg_key *const *)a)->name, (*(pg_key *const *)b)->name);
+}
+
+/* Optimistic groups: check the appends against the heads they expect,
+ * in submission order, before anything is read: the first append of an
+ * id fixes the head the group assumes for it. PS_HEADS_CAS then moves
+ * each head from the assumed value to the new one in one statement, and
+ * the group is run again with locks (pessimistic) unless every
+ * assumption held. */
+static int assume_heads(pg_group *g) {
+  for (size_t i = 0; i < g->n; i++) {
+    jnl_op *op = g->ops[i];
+    if (op->kind != JNL_OP_APPEND) continue;
+    pg_key *k = gkey(g, op->pid, op->pid_len);
+    if (!k) return TROUPE_ENOMEM;
+    if (!k->has_head) {
+      k->head = k->assumed = op->a;
+      k->has_head = 1;
+    }
+    if (k->head != op->a) {
+      conflict(op, k->head, "append");
+      continue;
+    }
+    k->head = op->a + op->n;
+    k->head_dirty = 1;
+    op->r0 = k->head;
+  }
+  return 0;
+}
+
+/* The heads the group moves, sorted by id (the order rows are locked
+ * in, as far as the plan follows it), as PS_HEADS_CAS's parameters. */
+static int cas_params(pg_group *g, pg_params *p, size_t *n) {
+  pg_key **v = malloc((g->nall + 1) * sizeof *v);
+  if (!v) return TROUPE_ENOMEM;
+  size_t k = 0;
+  for (size_t i = 0; i < g->nall; i++)
+    if (g->all[i]->head_dirty) v[k++] = g->all[i];
+  qsort(v, k, sizeof *v, key_cmp);
+  pg_arr ids = {0}, lo = {0}, hi = {0};
+  int rc = 0;
+  for (size_t i = 0; i < k && rc == 0; i++)
+    if ((rc = arr_put(&ids, v[i]->name, strlen(v[i]->name))) == 0 &&
+        (rc = arr_u64(&lo, v[i]->assumed)) == 0)
+      rc = arr_u64(&hi, v[i]->head);
+  if (rc == 0 && (rc = pp_arr(p, &ids, OID_TEXT_ARR, OID_TEXT)) == 0 &&
+      (rc = pp_arr(p, &lo, OID_INT8_ARR, OID_INT8)) == 0)
+    rc = pp_arr(p, &hi, OID_INT8_ARR, OID_INT8);
+  arr_free(&ids);
+  arr_free(&lo);
+  arr_free(&hi);
   free(v);
-  free(l);
+  *n = k;
   return rc;
 }
 
@@ -1132,139 +1242,245 @@ static int drain(pg_store *s, PGresult **res, int nres, char *err,
   }
 }
 
-/* One multi-row INSERT of events being built: rows from every append of
- * the group (one statement for many entities), sent when full or before a
- * statement that must see the rows (a delete). */
+/* --- the write statements -------------------------------------------------
+ *
+ * Prepared once per session (a reconnect prepares them again): a group's
+ * statements are then only bound and executed, and their text does not
+ * grow with the group. Rows travel as arrays, one per column, expanded by
+ * unnest: one statement inserts any number of events, from every append
+ * of the group. */
+enum {
+  PS_EVENTS, PS_HEADS_NEW, PS_HEADS_LOCK, PS_HEADS_CAS, PS_META_LOCK,
+  PS_HEADS_SET, PS_META_SET, PS_WRITER, PS_NOTIFY, PS_COUNT
+};
+
+static const char *const ps_name[PS_COUNT] = {
+  "troupe_events", "troupe_heads_new", "troupe_heads_lock",
+  "troupe_heads_cas", "troupe_meta_lock", "troupe_heads_set", "troupe_meta_set",
+  "troupe_writer", "troupe_notify"
+};
+
+static void ps_sql(const pg_store *s, int i, char *sql, size_t n) {
+  switch (i) {
+  case PS_EVENTS:
+    /* tags arrive as array literals, one per row: unnest cannot carry
+     * an array of arrays of different lengths */
+    snprintf(sql, n,
+             "INSERT INTO %s (persistence_id, seq_nr, ordering, manifest,"
+             " version, payload, writer_id, ts, tags, slice)"
+             " SELECT p, q, o, m, v, b, w, t, g::text[], sl FROM"
+             " unnest($1::text[], $2::int8[], $3::int8[], $4::text[],"
+             " $5::int4[], $6::bytea[], $7::int8[], $8::int8[], $9::text[],"
+             " $10::int4[]) AS u(p, q, o, m, v, b, w, t, g, sl)",
+             s->q_events);
+    break;
+  case PS_HEADS_NEW:
+    snprintf(sql, n,
+             "INSERT INTO %s (persistence_id, highest)"
+             " SELECT DISTINCT unnest($1::text[]), 0 ORDER BY 1"
+             " ON CONFLICT DO NOTHING", s->q_heads);
+    break;
+  case PS_HEADS_LOCK:
+    snprintf(sql, n,
+             "SELECT persistence_id, highest, deleted_to FROM %s"
+             " WHERE persistence_id = ANY($1::text[])"
+             " ORDER BY persistence_id FOR UPDATE", s->q_heads);
+    break;
+  case PS_HEADS_CAS:
+    /* each head moves from the value the group assumed to its new one;
+     * the ids it returns are those whose assumption held */
+    snprintf(sql, n,
+             "UPDATE %s AS h SET highest = v.hi FROM unnest($1::text[],"
+             " $2::int8[], $3::int8[]) AS v(id, lo, hi)"
+             " WHERE h.persistence_id = v.id AND h.highest = v.lo"
+             " RETURNING h.persistence_id", s->q_heads);
+    break;
+  case PS_META_LOCK:
+    snprintf(sql, n, "SELECT last_offset FROM %s WHERE id = 1 FOR UPDATE",
+             s->q_meta);
+    break;
+  case PS_HEADS_SET:
+    snprintf(sql, n,
+             "UPDATE %s AS h SET highest = v.hi FROM unnest($1::text[],"
+             " $2::int8[]) AS v(id, hi) WHERE h.persistence_id = v.id",
+             s->q_heads);
+    break;
+  case PS_META_SET:
+    snprintf(sql, n, "UPDATE %s SET last_offset = $1::int8 WHERE id = 1",
+             s->q_meta);
+    break;
+  case PS_WRITER:
+    snprintf(sql, n,
+             "INSERT INTO %s (writer, token) VALUES ($1::int8, $2::int8)"
+             " ON CONFLICT (writer) DO UPDATE SET token = EXCLUDED.token,"
+             " at = now()", s->q_writers);
+    break;
+  case PS_NOTIFY:
+    snprintf(sql, n, "SELECT pg_notify($1::text, $2::text)");
+    break;
+  }
+}
+
+/* Prepare the write statements on this session, once. */
+static int prepare_writes(pg_store *s, char *err, size_t errn) {
+  if (s->prepared) return 0;
+  char sql[700];
+  for (int i = 0; i < PS_COUNT; i++) {
+    ps_sql(s, i, sql, sizeof sql);
+    PGresult *r = PQprepare(s->conn, ps_name[i], sql, 0, NULL);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    int rc = ok ? 0 : pg_code(s->conn, r);
+    if (!ok) pg_msg(s->conn, r, err, errn);
+    PQclear(r);
+    if (!ok) return rc < 0 ? rc : TROUPE_EIO;
+  }
+  s->prepared = 1;
+  return 0;
+}
+
+/* The events of a group being collected, one array per column, sent as
+ * one statement when complete or before a statement that must see the
+ * rows (a delete). */
+enum { EC_PID, EC_SEQ, EC_OFF, EC_MANIFEST, EC_VERSION, EC_PAYLOAD,
+       EC_WRITER, EC_TS, EC_TAGS, EC_SLICE, EC_COUNT };
+
 typedef struct pg_ins {
-  char *sql;
-  size_t cap, at, rows;
-  pg_params p;
+  pg_arr col[EC_COUNT];
+  pg_params p;                    /* the statement's own parameters */
+  char *tags;                     /* one row's tags as an array literal */
+  size_t tcap;
 } pg_ins;
 
+static const Oid ec_type[EC_COUNT][2] = {
+  {OID_TEXT_ARR, OID_TEXT}, {OID_INT8_ARR, OID_INT8}, {OID_INT8_ARR, OID_INT8},
+  {OID_TEXT_ARR, OID_TEXT}, {OID_INT4_ARR, OID_INT4},
+  {OID_BYTEA_ARR, OID_BYTEA}, {OID_INT8_ARR, OID_INT8},
+  {OID_INT8_ARR, OID_INT8}, {OID_TEXT_ARR, OID_TEXT}, {OID_INT4_ARR, OID_INT4}
+};
+
 static int ins_flush(pg_store *s, pg_ins *b, int *nstmt) {
-  if (!b->rows) return 0;
-  b->rows = 0;
-  if (pp_send(s->conn, b->sql, &b->p) < 0) return TROUPE_ECONNLOST;
+  pg_params *p = &b->p;
+  if (!b->col[0].n) return 0;
+  pp_reset(p);
+  for (int c = 0; c < EC_COUNT; c++) {
+    int rc = pp_arr(p, &b->col[c], ec_type[c][0], ec_type[c][1]);
+    if (rc < 0) return rc;
+    arr_reset(&b->col[c]);
+  }
+  if (pp_send_prepared(s->conn, ps_name[PS_EVENTS], p) < 0)
+    return TROUPE_ECONNLOST;
   (*nstmt)++;
   return 0;
 }
 
 static void ins_free(pg_ins *b) {
-  free(b->sql);
+  for (int c = 0; c < EC_COUNT; c++) arr_free(&b->col[c]);
   pp_free(&b->p);
+  free(b->tags);
 }
 
-static int add_event_rows(pg_store *s, jnl_op *op, pg_ins *b,
+/* Tags as a text[] literal: {"a","b\"c"}; NULL-free, every element
+ * quoted so no tag is read as NULL or split. */
+static int tags_literal(pg_ins *b, const char *const *tv, size_t n,
+                        size_t *len) {
+  size_t need = 3;
+  for (size_t i = 0; i < n; i++) need += 3 + 2 * strlen(tv[i]);
+  if (need > b->tcap) {
+    char *t = realloc(b->tags, need);
+    if (!t) return TROUPE_ENOMEM;
+    b->tags = t;
+    b->tcap = need;
+  }
+  char *q = b->tags;
+  *q++ = '{';
+  for (size_t i = 0; i < n; i++) {
+    if (i) *q++ = ',';
+    *q++ = '"';
+    for (const char *c = tv[i]; *c; c++) {
+      if (*c == '"' || *c == '\\') *q++ = '\\';
+      *q++ = *c;
+    }
+    *q++ = '"';
+  }
+  *q++ = '}';
+  *len = (size_t)(q - b->tags);
+  return 0;
+}
+
+static int add_event_rows(pg_store *s, pg_ins *b, jnl_op *op,
                           uint64_t first_off, int *nstmt) {
   const uint8_t *q = op->buf;
-  pg_params *p = &b->p;
   int32_t slice = (int32_t)jnl_slice(op->pid, op->pid_len);
   for (size_t i = 0; i < op->n; i++) {
-    if (b->rows == 0) {
-      if (!b->sql) {
-        b->cap = 400 + (size_t)PG_ROWS_PER_INSERT * 96;
-        if (!(b->sql = malloc(b->cap))) return TROUPE_ENOMEM;
-      }
-      b->at = (size_t)snprintf(b->sql, b->cap,
-                               "INSERT INTO %s (persistence_id, seq_nr,"
-                               " ordering, manifest, version, payload,"
-                               " writer_id, ts, tags, slice) VALUES ",
-                               s->q_events);
-      pp_reset(p);
-    }
     uint32_t len = jnl_rd32(q);
     troupe_event e;
     const char *tv[TROUPE_JOURNAL_MAX_TAGS];
-    size_t tl[TROUPE_JOURNAL_MAX_TAGS];
     int rc = jnl_rec_read(q + 4, len, &e, tv);
     if (rc < 0) return rc;
     /* the op's buffer keeps the offset for notifications */
     jnl_be64((uint8_t *)q + 4 + JNL_REC_OFFSET_AT, first_off + i);
-    for (size_t t = 0; t < e.ntags; t++) tl[t] = strlen(tv[t]);
-    int n = p->n;
-    b->at += (size_t)snprintf(b->sql + b->at, b->cap - b->at,
-                              "%s($%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d,$%d)",
-                              b->rows ? "," : "", n + 1, n + 2, n + 3, n + 4,
-                              n + 5, n + 6, n + 7, n + 8, n + 9, n + 10);
-    if (pp_text(p, op->pid, op->pid_len) < 0 ||
-        pp_u64(p, op->a + 1 + i) < 0 || pp_u64(p, first_off + i) < 0 ||
-        pp_text(p, e.manifest, strlen(e.manifest)) < 0 ||
-        pp_i32(p, (int32_t)e.version) < 0 ||
-        pp_bytea(p, e.payload, e.payload_len) < 0 ||
-        pp_i64(p, (int64_t)e.writer_id) < 0 ||
-        pp_i64(p, e.timestamp_ms) < 0 ||
-        pp_text_array(p, tv, tl, e.ntags) < 0 || pp_i32(p, slice) < 0)
+    size_t tlen = 0;
+    if ((rc = tags_literal(b, tv, e.ntags, &tlen)) < 0) return rc;
+    pg_arr *c = b->col;
+    if (arr_put(&c[EC_PID], op->pid, op->pid_len) < 0 ||
+        arr_u64(&c[EC_SEQ], op->a + 1 + i) < 0 ||
+        arr_u64(&c[EC_OFF], first_off + i) < 0 ||
+        arr_put(&c[EC_MANIFEST], e.manifest, strlen(e.manifest)) < 0 ||
+        arr_i32(&c[EC_VERSION], (int32_t)e.version) < 0 ||
+        arr_put(&c[EC_PAYLOAD], e.payload, e.payload_len) < 0 ||
+        arr_i64(&c[EC_WRITER], (int64_t)e.writer_id) < 0 ||
+        arr_i64(&c[EC_TS], e.timestamp_ms) < 0 ||
+        arr_put(&c[EC_TAGS], b->tags, tlen) < 0 ||
+        arr_i32(&c[EC_SLICE], slice) < 0)
       return TROUPE_ENOMEM;
     q += 4 + len;
-    if (++b->rows == PG_ROWS_PER_INSERT && (rc = ins_flush(s, b, nstmt)) < 0)
+    if (c[EC_PID].n == PG_ROWS_PER_INSERT &&
+        (rc = ins_flush(s, b, nstmt)) < 0)
       return rc;
   }
   return 0;
 }
 
-/* An int8[] in the binary array format. */
-static int pp_int8_array(pg_params *p, const uint64_t *v, size_t n) {
-  size_t total = 20 + n * 12;
-  uint8_t *b = malloc(total), *q = b;
-  if (!b) return TROUPE_ENOMEM;
-  jnl_be32(q, 1); jnl_be32(q + 4, 0); jnl_be32(q + 8, OID_INT8);
-  jnl_be32(q + 12, (uint32_t)n); jnl_be32(q + 16, 1);
-  q += 20;
-  for (size_t i = 0; i < n; i++, q += 12) {
-    jnl_be32(q, 8);
-    jnl_be64(q + 4, v[i] > INT64_MAX ? INT64_MAX : v[i]);
-  }
-  int rc = pp_add(p, OID_INT8_ARR, b, total);
-  free(b);
-  return rc;
-}
-
 /* The new heads of every id the group appended to: one UPDATE. */
 static int send_heads(pg_store *s, pg_group *g, pg_params *p, int *nstmt) {
-  const char **ids = malloc((g->nall + 1) * sizeof *ids);
-  size_t *lens = malloc((g->nall + 1) * sizeof *lens);
-  uint64_t *heads = malloc((g->nall + 1) * sizeof *heads);
-  size_t n = 0;
+  pg_arr ids = {0}, heads = {0};
   int rc = 0;
-  if (!ids || !lens || !heads) rc = TROUPE_ENOMEM;
   for (size_t i = 0; rc == 0 && i < g->nall; i++)
-    if (g->all[i]->head_dirty) {
-      ids[n] = g->all[i]->name;
-      lens[n] = strlen(g->all[i]->name);
-      heads[n++] = g->all[i]->head;
-    }
-  if (rc == 0 && n) {
-    char sql[300];
-    snprintf(sql, sizeof sql,
-             "UPDATE %s AS h SET highest = v.hi FROM unnest($1::text[],"
-             " $2::int8[]) AS v(id, hi) WHERE h.persistence_id = v.id",
-             s->q_heads);
+    if (g->all[i]->head_dirty &&
+        ((rc = arr_put(&ids, g->all[i]->name, strlen(g->all[i]->name))) < 0 ||
+         (rc = arr_u64(&heads, g->all[i]->head)) < 0))
+      break;
+  if (rc == 0 && ids.n) {
     pp_reset(p);
-    if ((rc = pp_text_array(p, ids, lens, n)) == 0 &&
-        (rc = pp_int8_array(p, heads, n)) == 0) {
-      if (pp_send(s->conn, sql, p) < 0) rc = TROUPE_ECONNLOST;
+    if ((rc = pp_arr(p, &ids, OID_TEXT_ARR, OID_TEXT)) == 0 &&
+        (rc = pp_arr(p, &heads, OID_INT8_ARR, OID_INT8)) == 0) {
+      if (pp_send_prepared(s->conn, ps_name[PS_HEADS_SET], p) < 0)
+        rc = TROUPE_ECONNLOST;
       else (*nstmt)++;
     }
   }
-  free(ids);
-  free(lens);
-  free(heads);
+  arr_free(&ids);
+  arr_free(&heads);
   return rc;
 }
 
-static void conflict(jnl_op *op, uint64_t actual, const char *what) {
-  op->r0 = actual;
-  jnl_op_fail(op, TROUPE_ECONFLICT, "%s of \"%s\": expected %llu, is %llu",
-              what, op->pid, (unsigned long long)op->a,
-              (unsigned long long)actual);
-}
+/* What an optimistic attempt returns when a head was not the one the
+ * group assumed: run it again with locks. */
+#define PG_RETRY_LOCKED 1
 
 /* One attempt at a group: 0 when it committed (ops carry their own
- * results: conflicts, heads, counts), else the error that failed the
- * whole group with its text in err. *committing is set once the COMMIT
- * was sent: after that a lost connection leaves the outcome unknown. */
-static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
-                         size_t errn, int *committing) {
+ * results: conflicts, heads, counts), PG_RETRY_LOCKED (nothing
+ * committed), else the error that failed the whole group with its text
+ * in err. *committing is set once the COMMIT was sent: after that a lost
+ * connection leaves the outcome unknown.
+ *
+ * Optimistic (appends but no deletes): the checks run first against the
+ * heads the appends expect, and round trip 1 moves those heads with one
+ * compare-and-set UPDATE. Pessimistic: round trip 1 locks the heads and
+ * reads them, and the checks run against what it read. */
+static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
+                         int optimistic, char *err, size_t errn,
+                         int *committing) {
   pg_params p = {0};
   int rc = 0;
   *committing = 0;
@@ -1273,45 +1489,46 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
   for (size_t i = 0; i < g->n; i++) {
     int k = g->ops[i]->kind;
     if (k == JNL_OP_APPEND) has_append = has_jids = 1;
-    if (k == JNL_OP_DELETE) has_jids = 1;
+    if (k == JNL_OP_DELETE) has_jids = 1, optimistic = 0;
     if (k == JNL_OP_STATE_PUT || k == JNL_OP_STATE_DELETE) has_state = 1;
   }
+  if (!has_append) optimistic = 0;
+  if (optimistic && (rc = assume_heads(g)) < 0) goto fail;
   /* --- round trip 1: lock what the checks read --- */
+  if ((rc = prepare_writes(s, err, errn)) < 0) goto fail;
   if (!PQenterPipelineMode(s->conn)) {
     rc = TROUPE_EIO;
     pg_msg(s->conn, NULL, err, errn);
     goto fail;
   }
   PGresult *res[4] = {NULL, NULL, NULL, NULL};
-  int r_heads = -1, r_meta = -1, r_state = -1, nst = 0;
-  pp_reset(&p);
+  int r_heads = -1, r_meta = -1, r_state = -1, r_cas = -1, nst = 0;
+  size_t nfresh = 0, ncas = 0, nstate = 0;
   PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 1);
   nst++;
-  if (has_append) {
-    snprintf(sql, sizeof sql,
-             "INSERT INTO %s (persistence_id, highest)"
-             " SELECT DISTINCT unnest($1::text[]), 0 ORDER BY 1"
-             " ON CONFLICT DO NOTHING", s->q_heads);
+  if (has_append) {                 /* head rows of new streams */
     pp_reset(&p);
-    if ((rc = ids_param(g, &p, 0, 1)) < 0) goto pipe_fail;
-    pp_send(s->conn, sql, &p);
-    nst++;
+    if ((rc = ids_param(g, &p, 0, 1, &nfresh)) < 0) goto pipe_fail;
+    if (nfresh) {
+      pp_send_prepared(s->conn, ps_name[PS_HEADS_NEW], &p);
+      nst++;
+    }
   }
-  if (has_jids) {
-    snprintf(sql, sizeof sql,
-             "SELECT persistence_id, highest, deleted_to FROM %s"
-             " WHERE persistence_id = ANY($1::text[])"
-             " ORDER BY persistence_id FOR UPDATE", s->q_heads);
+  if (optimistic) {
     pp_reset(&p);
-    if ((rc = ids_param(g, &p, 0, 0)) < 0) goto pipe_fail;
-    pp_send(s->conn, sql, &p);
+    if ((rc = cas_params(g, &p, &ncas)) < 0) goto pipe_fail;
+    pp_send_prepared(s->conn, ps_name[PS_HEADS_CAS], &p);
+    r_cas = nst++;
+  } else if (has_jids) {
+    size_t n;
+    pp_reset(&p);
+    if ((rc = ids_param(g, &p, 0, 0, &n)) < 0) goto pipe_fail;
+    pp_send_prepared(s->conn, ps_name[PS_HEADS_LOCK], &p);
     r_heads = nst++;
   }
   if (has_append) {
-    snprintf(sql, sizeof sql,
-             "SELECT last_offset FROM %s WHERE id = 1 FOR UPDATE", s->q_meta);
     pp_reset(&p);
-    pp_send(s->conn, sql, &p);
+    pp_send_prepared(s->conn, ps_name[PS_META_LOCK], &p);
     r_meta = nst++;
   }
   if (has_state) {
@@ -1320,7 +1537,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
              " WHERE persistence_id = ANY($1::text[])"
              " ORDER BY persistence_id FOR UPDATE", s->q_state);
     pp_reset(&p);
-    if ((rc = ids_param(g, &p, 1, 0)) < 0) goto pipe_fail;
+    if ((rc = ids_param(g, &p, 1, 0, &nstate)) < 0) goto pipe_fail;
     pp_send(s->conn, sql, &p);
     r_state = nst++;
   }
@@ -1331,6 +1548,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
     if (r_heads >= 0) res[0] = all[r_heads];
     if (r_meta >= 0) res[1] = all[r_meta];
     if (r_state >= 0) res[2] = all[r_state];
+    if (r_cas >= 0) res[3] = all[r_cas];
   }
   uint64_t offset = 0, first_offset = 0;
   if (rc == 0) {
@@ -1357,9 +1575,11 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
         k->rev = (uint64_t)col_i64(res[2], i, 1);
         k->has_rev = 1;
       }
+    if (optimistic && rc == 0 && (!res[3] || (size_t)PQntuples(res[3]) != ncas))
+      rc = PG_RETRY_LOCKED;
   }
   for (int i = 0; i < 8; i++) PQclear(all[i]);
-  if (rc < 0) goto pipe_fail;
+  if (rc != 0) goto pipe_fail;
 
   /* --- the checks, in submission order; round trip 2 --- */
   nst = 0;
@@ -1372,15 +1592,20 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
     pp_reset(&p);
     switch (op->kind) {
     case JNL_OP_APPEND:
-      if (k->head != op->a) {
+      if (optimistic) {             /* checked by assume_heads */
+        if (op->status < 0) break;
+      } else if (k->head != op->a) {
         conflict(op, k->head, "append");
         break;
       }
-      if ((rc = add_event_rows(s, op, &ins, offset + 1, &nst)) < 0) break;
+      if ((rc = add_event_rows(s, &ins, op, offset + 1, &nst)) < 0)
+        break;
       offset += op->n;
-      k->head = op->a + op->n;
-      k->head_dirty = 1;
-      op->r0 = k->head;
+      if (!optimistic) {
+        k->head = op->a + op->n;
+        k->head_dirty = 1;
+        op->r0 = k->head;
+      }
       break;
     case JNL_OP_DELETE: {
       if (!k->has_head) break;            /* unknown id: nothing */
@@ -1500,7 +1725,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
     }
   }
   if (rc == 0) rc = ins_flush(s, &ins, &nst);
-  if (rc == 0) rc = send_heads(s, g, &p, &nst);
+  if (rc == 0 && !optimistic) rc = send_heads(s, g, &p, &nst);
   ins_free(&ins);
   if (rc < 0) {
     snprintf(err, errn, "postgresql: building the batch: %s",
@@ -1508,22 +1733,16 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
     goto pipe_fail;
   }
   if (offset > first_offset) {
-    snprintf(sql, sizeof sql, "UPDATE %s SET last_offset = $1 WHERE id = 1",
-             s->q_meta);
     pp_reset(&p);
     pp_u64(&p, offset);
-    pp_send(s->conn, sql, &p);
+    pp_send_prepared(s->conn, ps_name[PS_META_SET], &p);
     nst++;
   }
   /* the group's token, read back when the COMMIT's reply is lost */
-  snprintf(sql, sizeof sql,
-           "INSERT INTO %s (writer, token) VALUES ($1, $2) ON CONFLICT"
-           " (writer) DO UPDATE SET token = EXCLUDED.token, at = now()",
-           s->q_writers);
   pp_reset(&p);
   pp_i64(&p, (int64_t)s->writer);
   pp_i64(&p, (int64_t)token);
-  pp_send(s->conn, sql, &p);
+  pp_send_prepared(s->conn, ps_name[PS_WRITER], &p);
   nst++;
   if (offset > first_offset) {
     /* LISTEN troupe_events_<schema>: delivered at commit, in commit
@@ -1533,7 +1752,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token, char *err,
     pp_reset(&p);
     pp_text(&p, s->channel, strlen(s->channel));
     pp_text(&p, last, strlen(last));
-    pp_send(s->conn, "SELECT pg_notify($1, $2)", &p);
+    pp_send_prepared(s->conn, ps_name[PS_NOTIFY], &p);
     nst++;
   }
   PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 1);
@@ -1658,7 +1877,7 @@ static int token_committed(pg_store *s, uint64_t token) {
 static void write_group(pg_store *s, pg_group *g) {
   uint64_t deadline = now_ms() + PG_RETRY_MS;
   char err[512];
-  int rc;
+  int rc, optimistic = 1, busy = 0;
   for (;;) {
     int committing = 0;
     uint64_t token = ++s->token;
@@ -1667,10 +1886,19 @@ static void write_group(pg_store *s, pg_group *g) {
       snprintf(err, sizeof err, "%s", troupe_errmsg());
       break;
     }
-    rc = write_attempt(s, g, token, err, sizeof err, &committing);
+    rc = write_attempt(s, g, token, optimistic, err, sizeof err,
+                       &committing);
     if (rc == 0) {
       group_done(s, g);
       return;
+    }
+    if (rc == PG_RETRY_LOCKED || (rc == TROUPE_EBUSY && busy++ < 3)) {
+      /* a head was not the one assumed, or the server aborted the
+       * transaction (a deadlock with another writer, a serialization
+       * failure): nothing committed; again, with locks */
+      optimistic = 0;
+      group_reset(g);
+      continue;
     }
     if (rc != TROUPE_ECONNLOST) break;
     s->broken = 1;                /* reset even if libpq has not noticed */

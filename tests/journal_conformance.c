@@ -1108,6 +1108,89 @@ static void jc_shared_spec(void) {
   TT_EQ_INT(troupe_state_store_close(st), 0);
 }
 
+/* Writes of every kind submitted at once, so that they share groups
+ * where a backend groups writes: each gets its own result, in order. */
+typedef struct mixed {
+  atomic_int done;
+  int rc[8];
+  uint64_t v[8];
+} mixed;
+
+static mixed *mixed_slot;
+static void mixed_seq_cb(int status, uint64_t v, void *data) {
+  int i = (int)(intptr_t)data;
+  mixed_slot->rc[i] = status;
+  mixed_slot->v[i] = v;
+  atomic_fetch_add(&mixed_slot->done, 1);
+}
+
+static void jc_mixed_writes(void) {
+  const char *spec = fresh();
+  troupe_journal *j = open_j(spec);
+  TT_ASSERT(j);
+  troupe_store_options o = opts();
+  troupe_snapshot_store *ss = NULL;
+  troupe_state_store *st = NULL;
+  TT_EQ_INT(troupe_snapshot_store_open(spec, &o, &ss), 0);
+  TT_EQ_INT(troupe_state_store_open(spec, &o, &st), 0);
+  troupe_event e = ev_make("test.Event", "x", 1, NULL, 0);
+  troupe_snapshot sn = {"m", 1, 1, "m", 1, "snap", 4};
+  troupe_state_record rec = {"m", 0, 1, "m", 1, "st", 2};
+  for (int round = 0; round < 2; round++) {
+    mixed m;
+    memset(&m, 0, sizeof m);
+    mixed_slot = &m;
+    uint64_t h = (uint64_t)round * 2;
+    /* round 1 also deletes: groups with a delete take another path */
+    TT_EQ_INT(troupe_journal_append(j, "m", h, &e, 1, mixed_seq_cb,
+                                    (void *)0), 0);
+    sn.seq = h + 1;
+    TT_EQ_INT(troupe_snapshot_save(ss, &sn, mixed_seq_cb, (void *)1), 0);
+    TT_EQ_INT(troupe_state_upsert(st, &rec, (uint64_t)round, mixed_seq_cb,
+                                  (void *)2), 0);
+    TT_EQ_INT(troupe_journal_append(j, "m", h + 1, &e, 1, mixed_seq_cb,
+                                    (void *)3), 0);
+    TT_EQ_INT(troupe_journal_append(j, "m", h, &e, 1, mixed_seq_cb,
+                                    (void *)4), 0);      /* stale */
+    TT_EQ_INT(troupe_journal_append(j, "o", h, &e, 1, mixed_seq_cb,
+                                    (void *)5), 0);
+    int n = 6;
+    if (round == 1)
+      TT_EQ_INT(troupe_journal_delete_to(j, "o", 1, mixed_seq_cb,
+                                         (void *)(intptr_t)n++), 0);
+    TT_WAIT_UNTIL(atomic_load(&m.done) == n, 10000);
+    TT_EQ_INT(m.rc[0], 0);
+    TT_EQ_INT(m.v[0], h + 1);
+    TT_EQ_INT(m.rc[1], 0);
+    TT_EQ_INT(m.rc[2], 0);
+    TT_EQ_INT(m.v[2], (uint64_t)round + 1);
+    TT_EQ_INT(m.rc[3], 0);
+    TT_EQ_INT(m.v[3], h + 2);
+    TT_EQ_INT(m.rc[4], TROUPE_ECONFLICT);
+    TT_EQ_INT(m.v[4], h + 2);
+    TT_EQ_INT(m.rc[5], 0);
+    TT_EQ_INT(m.v[5], h + 1);
+    if (round == 1) {
+      TT_EQ_INT(m.rc[6], 0);
+      TT_EQ_INT(m.v[6], 1);
+    }
+    /* "o" has one event per round: its next append expects round + 1 */
+    if (round == 0) {
+      TT_EQ_INT(append_n(j, "o", 1, 1, NULL, 0), 0);
+    }
+  }
+  TT_EQ_INT(highest(j, "m"), 4);
+  TT_EQ_INT(highest(j, "o"), 3);
+  troupe_snapshot_criteria all = troupe_snapshot_criteria_all();
+  troupe_snapshot *got = NULL;
+  TT_EQ_INT(troupe_snapshot_load_sync(ss, "m", &all, &got), 0);
+  TT_ASSERT(got && got->seq == 3);
+  troupe_snapshot_free(got);
+  TT_EQ_INT(troupe_journal_close(j), 0);
+  TT_EQ_INT(troupe_snapshot_store_close(ss), 0);
+  TT_EQ_INT(troupe_state_store_close(st), 0);
+}
+
 typedef struct notes {
   atomic_int calls, events;
   atomic_int wrong_thread_rc;
@@ -1458,6 +1541,7 @@ int jc_run(int argc, char **argv, const jc_backend *b) {
   TT_RUN(jc_by_slice);
   TT_RUN(jc_by_slice_concurrent);
   TT_RUN(jc_list_ids);
+  TT_RUN(jc_mixed_writes);
   TT_RUN(jc_snapshots);
   TT_RUN(jc_durable_state);
   TT_RUN(jc_shared_spec);

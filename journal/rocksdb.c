@@ -100,6 +100,7 @@ struct rdb_store {
   char *path;
   rocksdb_t *db;
   rocksdb_options_t *dbopts;
+  rocksdb_options_t *evopts;     /* the events column family's, or NULL */
   rocksdb_block_based_table_options_t *topts;
   rocksdb_cache_t *cache;
   rocksdb_column_family_handle_t *cf[NCF];
@@ -1070,6 +1071,7 @@ static void rdb_free(rdb_store *r) {
   if (r->wo) rocksdb_writeoptions_destroy(r->wo);
   if (r->ro) rocksdb_readoptions_destroy(r->ro);
   if (r->dbopts) rocksdb_options_destroy(r->dbopts);
+  if (r->evopts) rocksdb_options_destroy(r->evopts);
   if (r->topts) rocksdb_block_based_options_destroy(r->topts);
   if (r->cache) rocksdb_cache_destroy(r->cache);
   cache_clear(r);
@@ -1315,6 +1317,31 @@ static int check_format(rdb_store *r, int fresh) {
   return ver == FORMAT_VERSION ? 0 : format_refused(r->path, ver);
 }
 
+/* The events column family's options: the store's, plus a memtable insert
+ * hint per stream. Each stream's events arrive in sequence order, so with
+ * the stream id (the key's first 8 bytes) as the hint's prefix an insert
+ * starts where the stream's previous one ended instead of searching the
+ * skiplist from its top; that search was about half of the writer
+ * thread's time with 1000 streams in a group (bench_journal persist 1000
+ * streams about 1.5-2x). The cost is a hint of about 250 bytes of memtable
+ * per stream written since the last flush. The C API has no setter for
+ * it, hence the options string; a RocksDB without the option keeps the
+ * store's options (it is only a speed-up). */
+#define EVENTS_CF_OPTIONS \
+  "memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.8"
+
+static void events_options(rdb_store *r) {
+  char *err = NULL;
+  r->evopts = rocksdb_options_create();
+  rocksdb_get_options_from_string(r->dbopts, EVENTS_CF_OPTIONS, r->evopts,
+                                  &err);
+  if (err) {
+    rocksdb_free(err);
+    rocksdb_options_destroy(r->evopts);
+    r->evopts = NULL;
+  }
+}
+
 static int rdb_open(const char *path, const troupe_store_options *o,
                     jnl_store **out) {
   rdb_store *r = calloc(1, sizeof *r);
@@ -1356,9 +1383,11 @@ static int rdb_open(const char *path, const troupe_store_options *o,
   }
   rocksdb_options_set_create_if_missing(r->dbopts, fresh == 1);
   rocksdb_options_set_create_missing_column_families(r->dbopts, fresh != 0);
+  events_options(r);
   const rocksdb_options_t *cfo[NCF];
   for (int i = 0; i < NCF; i++) cfo[i] = r->dbopts;
   char *err = NULL;
+  if (r->evopts) cfo[CF_EVENTS] = r->evopts;
   r->db = rocksdb_open_column_families(r->dbopts, path, NCF, cf_names, cfo,
                                        r->cf, &err);
   if (err) {

@@ -48,7 +48,9 @@
 
 #include <errno.h>
 #include <rocksdb/c.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FORMAT_VERSION 2u
@@ -56,6 +58,14 @@
 #define GROUP_MAX_BYTES (32u << 20)
 #define OFFSET_VAL_LEN 20          /* u32 slice | u64 id | u64 seq */
 #define REPLAY_READAHEAD (256u << 10)
+/* How long the writer looks for more work after a group before it parks.
+ * An entity persisting alone submits its next append some tens of
+ * microseconds after its completion; parking at once made every append
+ * also pay the writer's wake-up (futex wake and reschedule). The spin
+ * yields the CPU, so on a busy machine it costs the threads it waits
+ * for little. Measured: one entity, sync off, 20-24k -> 34k events/s;
+ * with sync on the fsync dominates and the disk's noise hides it. */
+#define WRITER_SPIN_NS 100000L
 
 enum { CF_DEFAULT, CF_META, CF_IDS, CF_STREAMS, CF_EVENTS, CF_TAGS,
        CF_SNAPSHOTS, CF_STATE, CF_OFFSETS, NCF };
@@ -113,6 +123,7 @@ struct rdb_store {
   pthread_cond_t wcv;
   jnl_op *whead, **wtail;
   int wstop;
+  atomic_int wqueued;    /* whead is not empty (read without wmu) */
   /* reader queue */
   rdb_reader *readers;
   uint32_t nreaders;
@@ -653,11 +664,31 @@ static void run_group(rdb_store *r, jnl_op **list) {
   finish_group(r, first, op, 1);
 }
 
+/* Wait up to WRITER_SPIN_NS for a write to be queued, yielding the CPU
+ * meanwhile; true when one was. */
+static int writer_spin(rdb_store *r) {
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    for (int i = 0; i < 8; i++) {
+      if (atomic_load_explicit(&r->wqueued, memory_order_acquire)) return 1;
+      sched_yield();
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) >
+        WRITER_SPIN_NS)
+      return 0;
+  }
+}
+
 static void *writer_main(void *arg) {
   rdb_store *r = arg;
   jnl_in_store_thread = 1;
   jnl_op *list = NULL;
+  int ran = 0;
   for (;;) {
+    /* after a group, look for the next write a while before parking */
+    if (ran && !list) writer_spin(r);
     pthread_mutex_lock(&r->wmu);
     while (!r->whead && !r->wstop && !list) pthread_cond_wait(&r->wcv, &r->wmu);
     if (!r->whead && !list) {
@@ -671,9 +702,11 @@ static void *writer_main(void *arg) {
       *tail = r->whead;
       r->whead = NULL;
       r->wtail = &r->whead;
+      atomic_store_explicit(&r->wqueued, 0, memory_order_relaxed);
     }
     pthread_mutex_unlock(&r->wmu);
     run_group(r, &list);
+    ran = 1;
   }
   return NULL;
 }
@@ -1050,7 +1083,10 @@ static void rdb_submit(jnl_store *s, jnl_op *op) {
     int wake = r->whead == NULL;
     *r->wtail = op;
     r->wtail = &op->next;
-    if (wake) pthread_cond_signal(&r->wcv);
+    if (wake) {
+      atomic_store_explicit(&r->wqueued, 1, memory_order_release);
+      pthread_cond_signal(&r->wcv);
+    }
     pthread_mutex_unlock(&r->wmu);
   } else {
     pthread_mutex_lock(&r->rmu);

@@ -4,18 +4,24 @@
  * One connection thread per store owns one libpq connection and executes
  * every operation in submission order. Consecutive writes taken from the
  * queue form one group committed in ONE transaction, in two pipelined
- * round trips:
- *   1. BEGIN; create missing head rows; lock the heads of every id the
- *      group appends to or deletes from (SELECT … FOR UPDATE, id order);
- *      lock the offset counter; lock the durable-state rows the group
- *      touches.
- *   2. The checks run here, in C, op by op (an append whose expected seq
- *      is not the head fails alone with TROUPE_ECONFLICT and the actual
- *      head); the survivors' statements (multi-row INSERTs of events, head
- *      updates, snapshot and state statements, the new offset counter),
- *      the group's token in `writers`, pg_notify('troupe_events_<schema>',
- *      last offset) when it appended, and COMMIT are sent as one pipeline.
- * A storage error fails every op of the group (nothing is committed).
+ * round trips, through statements prepared once per session:
+ *   1. BEGIN; create the head rows of streams an append starts (expected
+ *      head 0); then either (optimistic: appends, no deletes) the checks
+ *      run here against the heads the appends expect and one UPDATE moves
+ *      every head from its expected value to its new one, or (otherwise,
+ *      and when an expectation was wrong) lock the heads the group
+ *      appends to or deletes from (SELECT … FOR UPDATE, id order); lock
+ *      the offset counter; lock the durable-state rows the group touches.
+ *   2. With locks, the checks run here, op by op (an append whose
+ *      expected seq is not the head fails alone with TROUPE_ECONFLICT and
+ *      the actual head). The survivors' statements (one INSERT of every
+ *      event from column arrays, their event_tags rows, head updates,
+ *      snapshot and state statements, the new offset counter), the
+ *      group's token in `writers`, pg_notify('troupe_events_<schema>',
+ *      last offset) when it appended, and COMMIT are sent as one
+ *      pipeline.
+ * A storage error fails every op of the group (nothing is committed); a
+ * deadlock or serialization failure runs it again with locks.
  *
  * Offsets come from a counter row (meta.last_offset) locked by the
  * writing transaction until it commits: they are gap-free and assigned in
@@ -25,7 +31,8 @@
  *
  * Reads: paged replay, by-tag and by-slice run in one REPEATABLE READ
  * READ ONLY transaction (one consistent view), one keyset query per page;
- * a narrow slice range walks the (slice, ordering) index slice by slice.
+ * by_tag walks event_tags (tag, offset); a narrow slice range walks the
+ * (slice, ordering) index slice by slice.
  *
  * Schema: an ordered table of migration steps (pg_steps); opening checks
  * the version, migrate applies the missing steps, one transaction each.
@@ -70,7 +77,7 @@ typedef struct pg_store {
   char schema[64];
   char channel[80];               /* NOTIFY channel: troupe_events_<schema> */
   char q_events[80], q_heads[80], q_meta[80], q_snaps[80], q_state[80],
-      q_writers[80];
+      q_writers[80], q_tags[80];
 } pg_store;
 
 /* --- errors --------------------------------------------------------------- */
@@ -470,6 +477,18 @@ static const pg_step pg_steps[] = {
    "CREATE TABLE {S}.writers ("
    " writer bigint PRIMARY KEY, token bigint NOT NULL,"
    " at timestamptz NOT NULL DEFAULT now())"},
+  /* Tags get a table of their own, one row per (tag, offset): by_tag
+   * walks its primary key in offset order instead of scanning the GIN
+   * index and sorting, and untagged events no longer pay a GIN insert.
+   * events.tags stays: it is what reads return. */
+  {3, "table event_tags (tag, offset) for by_tag, filled from events;"
+      " drop the GIN index on events.tags",
+   "CREATE TABLE {S}.event_tags ("
+   " tag text COLLATE \"C\" NOT NULL, ordering bigint NOT NULL,"
+   " PRIMARY KEY (tag, ordering));"
+   "INSERT INTO {S}.event_tags SELECT DISTINCT t, e.ordering"
+   " FROM {S}.events e, unnest(e.tags) AS t;"
+   "DROP INDEX {S}.events_tags"},
 };
 
 #define PG_SCHEMA_VERSION ((int)(sizeof pg_steps / sizeof pg_steps[0]))
@@ -839,10 +858,11 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
   char sql[900];
   if (tag)
     snprintf(sql, sizeof sql,
-             "SELECT persistence_id, seq_nr, ordering, manifest, version,"
-             " payload, writer_id, ts, tags FROM %s"
-             " WHERE tags @> ARRAY[$1::text] AND ordering > $2"
-             " ORDER BY ordering LIMIT $3", s->q_events);
+             "SELECT e.persistence_id, e.seq_nr, e.ordering, e.manifest,"
+             " e.version, e.payload, e.writer_id, e.ts, e.tags"
+             " FROM %s t JOIN %s e ON e.ordering = t.ordering"
+             " WHERE t.tag = $1 AND t.ordering > $2"
+             " ORDER BY t.ordering LIMIT $3", s->q_tags, s->q_events);
   else if (narrow)
     /* the first $4 offsets of each slice, merged, then their rows */
     snprintf(sql, sizeof sql,
@@ -866,17 +886,16 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
              " payload, writer_id, ts, tags FROM %s"
              " WHERE persistence_id = $1 AND seq_nr >= $2 AND seq_nr <= $3"
              " ORDER BY seq_nr LIMIT $4", s->q_events);
-  /* A replay walks the primary key, a wide by-slice the ordering index
-   * and a narrow one (slice, ordering) with a LIMIT per slice: with
+  /* A replay walks the primary key, by_tag the primary key of
+   * event_tags, a wide by-slice the ordering index and a narrow one
+   * (slice, ordering) with a LIMIT per slice: with
    * statistics that lag a fast growing table the planner would rather
    * bitmap-scan all the rest and sort it for every page. (The narrow
    * shape's final merge of width * (page+1) offsets still sorts: it has
    * no other plan.) */
-  int brc = run(s, tag
-                       ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                       : "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
-                         "SET LOCAL enable_bitmapscan = off;"
-                         "SET LOCAL enable_sort = off");
+  int brc = run(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                   "SET LOCAL enable_bitmapscan = off;"
+                   "SET LOCAL enable_sort = off");
   if (brc < 0) {
     jnl_op_fail(op, brc, "%s", troupe_errmsg());
     return;
@@ -1250,12 +1269,12 @@ static int drain(pg_store *s, PGresult **res, int nres, char *err,
  * unnest: one statement inserts any number of events, from every append
  * of the group. */
 enum {
-  PS_EVENTS, PS_HEADS_NEW, PS_HEADS_LOCK, PS_HEADS_CAS, PS_META_LOCK,
+  PS_EVENTS, PS_TAGS, PS_HEADS_NEW, PS_HEADS_LOCK, PS_HEADS_CAS, PS_META_LOCK,
   PS_HEADS_SET, PS_META_SET, PS_WRITER, PS_NOTIFY, PS_COUNT
 };
 
 static const char *const ps_name[PS_COUNT] = {
-  "troupe_events", "troupe_heads_new", "troupe_heads_lock",
+  "troupe_events", "troupe_tags", "troupe_heads_new", "troupe_heads_lock",
   "troupe_heads_cas", "troupe_meta_lock", "troupe_heads_set", "troupe_meta_set",
   "troupe_writer", "troupe_notify"
 };
@@ -1273,6 +1292,12 @@ static void ps_sql(const pg_store *s, int i, char *sql, size_t n) {
              " $5::int4[], $6::bytea[], $7::int8[], $8::int8[], $9::text[],"
              " $10::int4[]) AS u(p, q, o, m, v, b, w, t, g, sl)",
              s->q_events);
+    break;
+  case PS_TAGS:                     /* an event may repeat a tag */
+    snprintf(sql, n,
+             "INSERT INTO %s (tag, ordering) SELECT * FROM"
+             " unnest($1::text[], $2::int8[]) ON CONFLICT DO NOTHING",
+             s->q_tags);
     break;
   case PS_HEADS_NEW:
     snprintf(sql, n,
@@ -1346,6 +1371,7 @@ enum { EC_PID, EC_SEQ, EC_OFF, EC_MANIFEST, EC_VERSION, EC_PAYLOAD,
 
 typedef struct pg_ins {
   pg_arr col[EC_COUNT];
+  pg_arr tag, tag_off;            /* event_tags rows */
   pg_params p;                    /* the statement's own parameters */
   char *tags;                     /* one row's tags as an array literal */
   size_t tcap;
@@ -1370,11 +1396,24 @@ static int ins_flush(pg_store *s, pg_ins *b, int *nstmt) {
   if (pp_send_prepared(s->conn, ps_name[PS_EVENTS], p) < 0)
     return TROUPE_ECONNLOST;
   (*nstmt)++;
+  if (b->tag.n) {
+    pp_reset(p);
+    int rc = pp_arr(p, &b->tag, OID_TEXT_ARR, OID_TEXT);
+    if (rc == 0) rc = pp_arr(p, &b->tag_off, OID_INT8_ARR, OID_INT8);
+    if (rc < 0) return rc;
+    arr_reset(&b->tag);
+    arr_reset(&b->tag_off);
+    if (pp_send_prepared(s->conn, ps_name[PS_TAGS], p) < 0)
+      return TROUPE_ECONNLOST;
+    (*nstmt)++;
+  }
   return 0;
 }
 
 static void ins_free(pg_ins *b) {
   for (int c = 0; c < EC_COUNT; c++) arr_free(&b->col[c]);
+  arr_free(&b->tag);
+  arr_free(&b->tag_off);
   pp_free(&b->p);
   free(b->tags);
 }
@@ -1433,6 +1472,10 @@ static int add_event_rows(pg_store *s, pg_ins *b, jnl_op *op,
         arr_put(&c[EC_TAGS], b->tags, tlen) < 0 ||
         arr_i32(&c[EC_SLICE], slice) < 0)
       return TROUPE_ENOMEM;
+    for (size_t t = 0; t < e.ntags; t++)
+      if (arr_put(&b->tag, tv[t], strlen(tv[t])) < 0 ||
+          arr_u64(&b->tag_off, first_off + i) < 0)
+        return TROUPE_ENOMEM;
     q += 4 + len;
     if (c[EC_PID].n == PG_ROWS_PER_INSERT &&
         (rc = ins_flush(s, b, nstmt)) < 0)
@@ -1612,9 +1655,14 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
       uint64_t to = op->a < k->head ? op->a : k->head;
       if (to > k->deleted_to) {
         if ((rc = ins_flush(s, &ins, &nst)) < 0) break;
+        /* the events and their tag rows */
         snprintf(sql, sizeof sql,
-                 "DELETE FROM %s WHERE persistence_id = $1 AND seq_nr <= $2",
-                 s->q_events);
+                 "WITH d AS (DELETE FROM %s WHERE persistence_id = $1 AND"
+                 " seq_nr <= $2 RETURNING ordering, tags)"
+                 " DELETE FROM %s t USING (SELECT unnest(d.tags) AS tag,"
+                 " d.ordering FROM d) x"
+                 " WHERE t.tag = x.tag AND t.ordering = x.ordering",
+                 s->q_events, s->q_tags);
         pp_text(&p, op->pid, op->pid_len);
         pp_u64(&p, to);
         pp_send(s->conn, sql, &p);
@@ -2010,6 +2058,7 @@ static int pg_open(const char *path, const troupe_store_options *o,
     snprintf(s->q_snaps, sizeof s->q_snaps, "\"%s\".snapshots", s->schema);
     snprintf(s->q_state, sizeof s->q_state, "\"%s\".durable_state", s->schema);
     snprintf(s->q_writers, sizeof s->q_writers, "\"%s\".writers", s->schema);
+    snprintf(s->q_tags, sizeof s->q_tags, "\"%s\".event_tags", s->schema);
     snprintf(s->channel, sizeof s->channel, "troupe_events_%s", s->schema);
     /* this store's row in `writers` and its first group token: random,
      * so stores (processes, nodes, reopenings) never share a row */

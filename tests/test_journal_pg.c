@@ -163,16 +163,22 @@ static void test_schema_version(void) {
   troupe_event e = one_event("v");
   TT_EQ_INT(troupe_journal_append_sync(j, "p", 0, &e, 1, NULL), 0);
   TT_EQ_INT(troupe_journal_close(j), 0);
-  /* a newer store: every version row one up (1, 2 -> 2, 3) */
+  troupe_schema_status st;
+  TT_EQ_INT(troupe_store_schema(spec, &st), 0);
+  int cur = st.supported;
+  TT_ASSERT(cur >= 3);
+  TT_EQ_INT(st.found, cur);
+  /* a newer store: every version row one up (1..cur -> 2..cur+1) */
   snprintf(q, sizeof q, "UPDATE \"%s\".troupe_schema_version"
            " SET version = version + 1", schema);
   TT_EQ_INT(sql(q), 0);
   TT_EQ_INT(troupe_journal_open(spec, &o, &j), TROUPE_ESCHEMA);
-  TT_ASSERT(strstr(troupe_errmsg(), "version 3") != NULL);
+  char newer[32];
+  snprintf(newer, sizeof newer, "version %d", cur + 1);
+  TT_ASSERT(strstr(troupe_errmsg(), newer) != NULL);
   TT_ASSERT(strstr(troupe_errmsg(), "newer") != NULL);
-  troupe_schema_status st;
   TT_EQ_INT(troupe_store_schema(spec, &st), 0);
-  TT_EQ_INT(st.found, 3);
+  TT_EQ_INT(st.found, cur + 1);
   TT_EQ_INT(st.pending, 0);
   TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_ESCHEMA);
   TT_EQ_INT(troupe_store_migrate(spec, 1, NULL, NULL), TROUPE_ESCHEMA);
@@ -189,8 +195,8 @@ static void test_schema_version(void) {
   TT_EQ_INT(troupe_journal_open(spec, &o, &j), TROUPE_ESCHEMA);
   TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_ESCHEMA);
   snprintf(q, sizeof q, "UPDATE \"%s\".troupe_schema_version SET version = 1;"
-           " INSERT INTO \"%s\".troupe_schema_version (version) VALUES (2)",
-           schema, schema);
+           " INSERT INTO \"%s\".troupe_schema_version (version)"
+           " SELECT generate_series(2, %d)", schema, schema, cur);
   TT_EQ_INT(sql(q), 0);
   TT_EQ_INT(troupe_journal_open(spec, &o, &j), 0);
   uint64_t h = 0;
@@ -510,9 +516,12 @@ static int exec_ok(PGconn *c, const char *q) {
 
 /* One event row and its head, as the backend writes them (inside the
  * caller's transaction, which holds the meta row). */
+/* An event written by hand, the way a writer of that schema version
+ * would: tag_row adds its event_tags row (v3 on). */
 static int raw_event(PGconn *c, const char *schema, const char *pid,
-                     uint64_t seq, uint64_t ordering, const char *tag) {
-  char q[1000];
+                     uint64_t seq, uint64_t ordering, const char *tag,
+                     int tag_row) {
+  char q[1300];
   snprintf(q, sizeof q,
            "INSERT INTO \"%s\".events (persistence_id, seq_nr, ordering,"
            " manifest, version, payload, writer_id, ts, tags, slice) VALUES"
@@ -525,6 +534,12 @@ static int raw_event(PGconn *c, const char *schema, const char *pid,
            schema, pid, (unsigned long long)seq, (unsigned long long)ordering,
            tag, troupe_journal_slice_of(pid), schema, pid,
            (unsigned long long)seq, schema, (unsigned long long)ordering);
+  if (tag_row) {
+    size_t l = strlen(q);
+    snprintf(q + l, sizeof q - l,
+             "; INSERT INTO \"%s\".event_tags VALUES ('%s', %llu)", schema,
+             tag, (unsigned long long)ordering);
+  }
   return exec_ok(c, q);
 }
 
@@ -606,7 +621,7 @@ static void test_migrate_v1(void) {
     for (int i = 0; i < 10; i++) {
       char pid[16];
       snprintf(pid, sizeof pid, "a%d", i);
-      TT_EQ_INT(raw_event(c, schema, pid, seq, ++off, "old"), 0);
+      TT_EQ_INT(raw_event(c, schema, pid, seq, ++off, "old", 0), 0);
     }
   TT_EQ_INT(exec_ok(c, "COMMIT"), 0);
   PQfinish(c);
@@ -620,31 +635,39 @@ static void test_migrate_v1(void) {
   troupe_schema_status st;
   TT_EQ_INT(troupe_store_schema(spec, &st), 0);
   TT_EQ_INT(st.found, 1);
-  TT_EQ_INT(st.supported, 2);
-  TT_EQ_INT(st.pending, 1);
+  TT_EQ_INT(st.supported, 3);
+  TT_EQ_INT(st.pending, 2);
 
   steps_seen seen = {0};
-  TT_EQ_INT(troupe_store_migrate(spec, 1, step_cb, &seen), 1);
-  TT_EQ_INT(seen.n, 1);
-  TT_EQ_INT(seen.from[0], 1);
-  TT_EQ_INT(seen.to[0], 2);
-  TT_EQ_INT(seen.dry[0], 1);
+  TT_EQ_INT(troupe_store_migrate(spec, 1, step_cb, &seen), 2);
+  TT_EQ_INT(seen.n, 2);
+  for (int i = 0; i < 2; i++) {
+    TT_EQ_INT(seen.from[i], i + 1);
+    TT_EQ_INT(seen.to[i], i + 2);
+    TT_EQ_INT(seen.dry[i], 1);
+  }
   TT_EQ_INT(troupe_store_schema(spec, &st), 0);       /* nothing changed */
   TT_EQ_INT(st.found, 1);
-  TT_EQ_INT(st.pending, 1);
+  TT_EQ_INT(st.pending, 2);
   TT_EQ_INT(has_relation(schema, "events_slice"), 0);
   TT_EQ_INT(has_relation(schema, "writers"), 0);
+  TT_EQ_INT(has_relation(schema, "event_tags"), 0);
+  TT_EQ_INT(has_relation(schema, "events_tags"), 1);
 
   memset(&seen, 0, sizeof seen);
-  TT_EQ_INT(troupe_store_migrate(spec, 0, step_cb, &seen), 1);
-  TT_EQ_INT(seen.n, 1);
-  TT_EQ_INT(seen.from[0], 1);
-  TT_EQ_INT(seen.to[0], 2);
-  TT_EQ_INT(seen.dry[0], 0);
+  TT_EQ_INT(troupe_store_migrate(spec, 0, step_cb, &seen), 2);
+  TT_EQ_INT(seen.n, 2);
+  for (int i = 0; i < 2; i++) {
+    TT_EQ_INT(seen.from[i], i + 1);
+    TT_EQ_INT(seen.to[i], i + 2);
+    TT_EQ_INT(seen.dry[i], 0);
+  }
   TT_EQ_INT(has_relation(schema, "events_slice"), 1);
   TT_EQ_INT(has_relation(schema, "writers"), 1);
+  TT_EQ_INT(has_relation(schema, "event_tags"), 1);    /* v3 */
+  TT_EQ_INT(has_relation(schema, "events_tags"), 0);
   TT_EQ_INT(troupe_store_schema(spec, &st), 0);
-  TT_EQ_INT(st.found, 2);
+  TT_EQ_INT(st.found, 3);
   TT_EQ_INT(st.pending, 0);
   memset(&seen, 0, sizeof seen);                      /* idempotent */
   TT_EQ_INT(troupe_store_migrate(spec, 0, step_cb, &seen), 0);
@@ -658,6 +681,11 @@ static void test_migrate_v1(void) {
                                        &all), 0);
   TT_EQ_INT(all.n, 3);
   TT_EQ_INT(all.seq[2], 3);
+  /* v1's tags, found through the table v3 filled */
+  memset(&all, 0, sizeof all);
+  TT_EQ_INT(troupe_journal_by_tag_sync(j, "old", 0, 0, collect_cb, &all), 0);
+  TT_EQ_INT(all.n, 30);
+  for (size_t i = 0; i < all.n; i++) TT_EQ_INT(all.off[i], i + 1);
   memset(&all, 0, sizeof all);
   TT_EQ_INT(troupe_journal_by_slice_sync(j, 0, TROUPE_JOURNAL_SLICES - 1, 0, 0,
                                          collect_cb, &all), 0);
@@ -696,7 +724,7 @@ static void test_migrate_refuses(void) {
   TT_EQ_INT(troupe_store_migrate(spec, 0, NULL, NULL), TROUPE_ENOENT);
   TT_EQ_INT(troupe_store_schema(spec, &st), TROUPE_ENOENT);
   TT_EQ_INT(st.found, 0);
-  TT_EQ_INT(st.supported, 2);
+  TT_EQ_INT(st.supported, 3);
   /* someone else's tables */
   snprintf(q, sizeof q,
            "CREATE SCHEMA \"%s\"; CREATE TABLE \"%s\".events (x int)", schema,
@@ -716,7 +744,7 @@ static void test_migrate_refuses(void) {
   TT_EQ_INT(troupe_journal_open(spec2, &o, &j), 0);
   TT_EQ_INT(troupe_journal_close(j), 0);
   TT_EQ_INT(troupe_store_schema(spec2, &st), 0);
-  TT_EQ_INT(st.found, 2);
+  TT_EQ_INT(st.found, 3);
   TT_EQ_INT(st.pending, 0);
   TT_EQ_INT(troupe_store_migrate(spec2, 0, NULL, NULL), 0);
 }
@@ -863,7 +891,7 @@ static void test_late_commit(void) {
            "SELECT last_offset FROM \"%s\".meta WHERE id = 1 FOR UPDATE",
            schema);
   TT_EQ_INT(count_rows(raw, q), 1);
-  TT_EQ_INT(raw_event(raw, schema, "late", 1, 2, "t"), 0);   /* offset 2 */
+  TT_EQ_INT(raw_event(raw, schema, "late", 1, 2, "t", 1), 0);   /* offset 2 */
 
   acked a = {0, 0, 0};
   e.payload = "early";

@@ -1,6 +1,7 @@
 /* test_entity.c: persistent entities on the memory and RocksDB backends. */
 #include "tt.h"
 
+#include <libpq-fe.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
@@ -154,6 +155,14 @@ static void test_postgres_recovery(void) {
   snprintf(spec, sizeof spec, "pg:%s schema=troupe_entity_%d", url,
            (int)getpid());
   four_lives(spec);
+  /* leave the server as it was */
+  PGconn *c = PQconnectdb(url);
+  char q[100];
+  snprintf(q, sizeof q, "DROP SCHEMA troupe_entity_%d CASCADE", (int)getpid());
+  PGresult *r = PQstatus(c) == CONNECTION_OK ? PQexec(c, q) : NULL;
+  TT_ASSERT(r && PQresultStatus(r) == PGRES_COMMAND_OK);
+  PQclear(r);
+  PQfinish(c);
 }
 
 /* Many commands without waiting: stashed while persisting, in order. */

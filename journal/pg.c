@@ -1,10 +1,13 @@
 /* pg.c: the PostgreSQL backend ("postgresql://…", "postgres://…" URIs and
  * "pg:" + a libpq key=value string), through libpq.
  *
- * One connection thread per store owns one libpq connection and executes
- * every operation in submission order. Consecutive writes taken from the
- * queue form one group committed in ONE transaction, in two pipelined
- * round trips, through statements prepared once per session:
+ * Connections: a small pool per store. One connection thread owns the
+ * write connection and executes the writes in submission order; reads go
+ * to reader_threads reader threads (default 2), each with a connection of
+ * its own opened at its first read, so a read sees what was committed
+ * when it runs. Consecutive writes taken from the queue form one group
+ * committed in ONE transaction, in two pipelined round trips, through
+ * statements prepared once per session:
  *   1. BEGIN; create the head rows of streams an append starts (expected
  *      head 0); then either (optimistic: appends, no deletes) the checks
  *      run here against the heads the appends expect and one UPDATE moves
@@ -60,20 +63,36 @@ enum { OID_BYTEA = 17, OID_INT8 = 20, OID_INT4 = 23, OID_TEXT = 25,
        OID_BYTEA_ARR = 1001, OID_INT4_ARR = 1007, OID_TEXT_ARR = 1009,
        OID_INT8_ARR = 1016 };
 
+struct pg_store;
+
+/* One connection and what its thread knows about it. */
+typedef struct pg_conn {
+  struct pg_store *s;
+  PGconn *conn;                   /* NULL until a reader's first op */
+  int down;                       /* reconnecting failed: no backoff */
+  int broken;                     /* lost though PQstatus may say OK */
+  int prepared;                   /* the write statements, this session */
+} pg_conn;
+
+#define PG_MAX_READERS 8
+
 typedef struct pg_store {
   jnl_store base;
   pthread_t thread;
   pthread_mutex_t mu;
-  pthread_cond_t cv;
-  jnl_op *head, **tail;
+  pthread_cond_t cv;               /* the connection thread waits here */
+  pthread_cond_t rcv;              /* readers wait here */
+  jnl_op *head, **tail;           /* writes */
+  jnl_op *rhead, **rtail;         /* reads, taken by any reader */
   int stop;
-  /* connection thread only */
-  PGconn *conn;
   char *conninfo;
-  int down;                       /* reconnecting failed: no backoff */
-  int broken;                     /* lost though PQstatus may say OK */
-  int prepared;                   /* the write statements, this session */
+  /* the connection thread (writes) only */
+  pg_conn w;
   uint64_t writer, token;         /* this store's row in writers; last token */
+  /* reader threads: a small pool of connections of their own */
+  pthread_t readers[PG_MAX_READERS];
+  pg_conn rc[PG_MAX_READERS];
+  int nreaders;
   char schema[64];
   char channel[80];               /* NOTIFY channel: troupe_events_<schema> */
   char q_events[80], q_heads[80], q_meta[80], q_snaps[80], q_state[80],
@@ -346,7 +365,7 @@ static int run_c(PGconn *c, const char *sql) {
   return rc;
 }
 
-static int run(pg_store *s, const char *sql) { return run_c(s->conn, sql); }
+static int run(pg_conn *c, const char *sql) { return run_c(c->conn, sql); }
 
 /* End the current transaction without changing anything (errors are
  * moot: a lost connection has no transaction left). */
@@ -354,11 +373,11 @@ static void rollback(PGconn *c) {
   if (PQstatus(c) == CONNECTION_OK) PQclear(PQexec(c, "ROLLBACK"));
 }
 
-static int session_setup(pg_store *s) {
-  s->prepared = 0;                /* a new session has none */
-  PQsetNoticeProcessor(s->conn, quiet, NULL);
-  return run(s, s->base.opts.sync ? "SET synchronous_commit = on"
-                                  : "SET synchronous_commit = off");
+static int session_setup(pg_conn *c) {
+  c->prepared = 0;                /* a new session has none */
+  PQsetNoticeProcessor(c->conn, quiet, NULL);
+  return run(c, c->s->base.opts.sync ? "SET synchronous_commit = on"
+                                     : "SET synchronous_commit = off");
 }
 
 /* Open a libpq connection; on failure a troupe code with libpq's text
@@ -381,9 +400,9 @@ static int connect_conninfo(const char *conninfo, PGconn **out) {
   return 0;
 }
 
-static int connect_db(pg_store *s) {
-  int rc = connect_conninfo(s->conninfo, &s->conn);
-  return rc < 0 ? rc : session_setup(s);
+static int connect_db(pg_conn *c) {
+  int rc = connect_conninfo(c->s->conninfo, &c->conn);
+  return rc < 0 ? rc : session_setup(c);
 }
 
 /* Make sure the connection is up before an op or a group. A lost
@@ -393,24 +412,27 @@ static int connect_db(pg_store *s) {
  * queue of ops fails fast with TROUPE_ECONNLOST instead of each one
  * waiting the whole budget, and the first op after the server is back
  * succeeds. */
-static int ensure_conn(pg_store *s, uint64_t deadline) {
-  if (PQstatus(s->conn) == CONNECTION_OK && !s->broken) return 0;
-  s->broken = 0;
+static int ensure_conn(pg_conn *c, uint64_t deadline) {
+  if (PQstatus(c->conn) == CONNECTION_OK && !c->broken) return 0;
+  c->broken = 0;
   unsigned delay = PG_BACKOFF_MIN_MS;
   for (;;) {
-    PQreset(s->conn);
-    if (PQstatus(s->conn) == CONNECTION_OK && session_setup(s) == 0) {
-      s->down = 0;
+    if (c->conn) PQreset(c->conn);
+    else if (connect_conninfo(c->s->conninfo, &c->conn) < 0)
+      c->conn = NULL;             /* a reader's first connection */
+    if (PQstatus(c->conn) == CONNECTION_OK && session_setup(c) == 0) {
+      c->down = 0;
       return 0;
     }
-    if (s->down || now_ms() + delay > deadline) break;
+    if (c->down || now_ms() + delay > deadline) break;
     pause_ms(delay);
     delay = delay * 2 > PG_BACKOFF_MAX_MS ? PG_BACKOFF_MAX_MS : delay * 2;
   }
-  s->down = 1;
+  c->down = 1;
   char buf[512];
   return troupe__err(TROUPE_ECONNLOST, "postgresql: reconnect failed: %s",
-                     trim_msg(PQerrorMessage(s->conn), buf, sizeof buf));
+                     trim_msg(c->conn ? PQerrorMessage(c->conn)
+                                      : "cannot connect", buf, sizeof buf));
 }
 
 /* --- schema versions and migrations --------------------------------------
@@ -606,8 +628,8 @@ static int err_newer(const char *schema, int v) {
  * forget the group tokens of stores gone for a week. */
 static int check_schema(pg_store *s) {
   int rc, v = 0;
-  if ((rc = run(s, "BEGIN")) < 0) return rc;
-  if ((rc = lock_and_read(s->conn, s->schema, &v)) < 0) goto out;
+  if ((rc = run(&s->w, "BEGIN")) < 0) return rc;
+  if ((rc = lock_and_read(s->w.conn, s->schema, &v)) < 0) goto out;
   if (v < 0) {
     rc = err_foreign(s->schema);
   } else if (v > PG_SCHEMA_VERSION) {
@@ -624,17 +646,17 @@ static int check_schema(pg_store *s) {
                      "(create_if_missing is off)", s->schema);
   } else if (v == 0) {
     for (int i = 0; i < PG_SCHEMA_VERSION && rc == 0; i++)
-      rc = apply_step(s->conn, s->schema, &pg_steps[i]);
+      rc = apply_step(s->w.conn, s->schema, &pg_steps[i]);
   } else {
     char sql[200];
     snprintf(sql, sizeof sql,
              "DELETE FROM %s WHERE at < now() - interval '7 days'",
              s->q_writers);
-    rc = run(s, sql);
+    rc = run(&s->w, sql);
   }
 out:
-  if (rc == 0) return run(s, "COMMIT");
-  rollback(s->conn);
+  if (rc == 0) return run(&s->w, "COMMIT");
+  rollback(s->w.conn);
   return rc;
 }
 
@@ -808,28 +830,29 @@ int jnl_pg_create_version(const char *spec, int version) {
 
 /* --- reads ---------------------------------------------------------------- */
 
-static void fail_res(pg_store *s, jnl_op *op, PGresult *r, const char *what) {
+static void fail_res(pg_conn *c, jnl_op *op, PGresult *r, const char *what) {
   char buf[400];
-  jnl_op_fail(op, pg_code(s->conn, r), "postgresql %s: %s", what,
-              pg_msg(s->conn, r, buf, sizeof buf));
+  jnl_op_fail(op, pg_code(c->conn, r), "postgresql %s: %s", what,
+              pg_msg(c->conn, r, buf, sizeof buf));
 }
 
-static PGresult *exec_ok(pg_store *s, jnl_op *op, const char *sql,
+static PGresult *exec_ok(pg_conn *c, jnl_op *op, const char *sql,
                          pg_params *p, const char *what) {
-  PGresult *r = pp_exec(s->conn, sql, p);
+  PGresult *r = pp_exec(c->conn, sql, p);
   ExecStatusType st = PQresultStatus(r);
   if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) return r;
-  fail_res(s, op, r, what);
+  fail_res(c, op, r, what);
   PQclear(r);
   return NULL;
 }
 
-static void r_highest(pg_store *s, jnl_op *op, pg_params *p) {
+static void r_highest(pg_conn *c, jnl_op *op, pg_params *p) {
+  pg_store *s = c->s;
   char sql[200];
   snprintf(sql, sizeof sql, "SELECT highest FROM %s WHERE persistence_id = $1",
            s->q_heads);
   pp_text(p, op->pid, op->pid_len);
-  PGresult *r = exec_ok(s, op, sql, p, "highest");
+  PGresult *r = exec_ok(c, op, sql, p, "highest");
   if (!r) return;
   op->r0 = PQntuples(r) ? (uint64_t)col_i64(r, 0, 0) : 0;
   PQclear(r);
@@ -846,7 +869,8 @@ static void r_highest(pg_store *s, jnl_op *op, pg_params *p) {
  * op). Columns: pid, seq, ordering, manifest, version, payload, writer,
  * ts, tags. op->scratch is set once a page was delivered (the op can no
  * longer be retried after a lost connection). */
-static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
+static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
+  pg_store *s = c->s;
   int tag = op->kind == JNL_OP_BY_TAG, slice = op->kind == JNL_OP_BY_SLICE;
   int by_offset = tag || slice;
   uint64_t max = by_offset ? op->b : op->c, got = 0;
@@ -893,7 +917,7 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
    * bitmap-scan all the rest and sort it for every page. (The narrow
    * shape's final merge of width * (page+1) offsets still sorts: it has
    * no other plan.) */
-  int brc = run(s, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+  int brc = run(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
                    "SET LOCAL enable_bitmapscan = off;"
                    "SET LOCAL enable_sort = off");
   if (brc < 0) {
@@ -926,7 +950,7 @@ static void r_events(pg_store *s, jnl_op *op, pg_params *p) {
       pp_u64(p, op->b);
     }
     pp_i64(p, (int64_t)want + 1);           /* one row of lookahead */
-    PGresult *r = exec_ok(s, op, sql, p, what);
+    PGresult *r = exec_ok(c, op, sql, p, what);
     if (!r) goto out;
     int rows = PQntuples(r);
     int n = rows > (int)want ? (int)want : rows;
@@ -978,18 +1002,18 @@ out:
   free(ev);
   free(tagv);
   free(arena);
-  PGresult *c = PQexec(s->conn, "COMMIT");
-  PQclear(c);
+  PQclear(PQexec(c->conn, "COMMIT"));
 }
 
-static void r_list_ids(pg_store *s, jnl_op *op, pg_params *p) {
+static void r_list_ids(pg_conn *c, jnl_op *op, pg_params *p) {
+  pg_store *s = c->s;
   char sql[300];
   snprintf(sql, sizeof sql,
            "SELECT persistence_id FROM %s WHERE highest > 0 AND "
            "persistence_id > $1 ORDER BY persistence_id LIMIT $2", s->q_heads);
   pp_text(p, op->str, op->str_len);
   pp_u64(p, op->a);
-  PGresult *r = exec_ok(s, op, sql, p, "list_ids");
+  PGresult *r = exec_ok(c, op, sql, p, "list_ids");
   if (!r) return;
   int n = PQntuples(r);
   const char **ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
@@ -1003,7 +1027,8 @@ static void r_list_ids(pg_store *s, jnl_op *op, pg_params *p) {
   PQclear(r);
 }
 
-static void r_snap_load(pg_store *s, jnl_op *op, pg_params *p) {
+static void r_snap_load(pg_conn *c, jnl_op *op, pg_params *p) {
+  pg_store *s = c->s;
   char sql[400];
   snprintf(sql, sizeof sql,
            "SELECT seq_nr, ts, manifest, version, state FROM %s"
@@ -1015,7 +1040,7 @@ static void r_snap_load(pg_store *s, jnl_op *op, pg_params *p) {
   pp_u64(p, op->b);
   pp_i64(p, op->t0);
   pp_i64(p, op->t1);
-  PGresult *r = exec_ok(s, op, sql, p, "snapshot load");
+  PGresult *r = exec_ok(c, op, sql, p, "snapshot load");
   if (!r) return;
   if (PQntuples(r)) {
     troupe_snapshot sn;
@@ -1031,13 +1056,14 @@ static void r_snap_load(pg_store *s, jnl_op *op, pg_params *p) {
   PQclear(r);
 }
 
-static void r_state_get(pg_store *s, jnl_op *op, pg_params *p) {
+static void r_state_get(pg_conn *c, jnl_op *op, pg_params *p) {
+  pg_store *s = c->s;
   char sql[300];
   snprintf(sql, sizeof sql,
            "SELECT revision, ts, manifest, version, value FROM %s"
            " WHERE persistence_id = $1", s->q_state);
   pp_text(p, op->pid, op->pid_len);
-  PGresult *r = exec_ok(s, op, sql, p, "state get");
+  PGresult *r = exec_ok(c, op, sql, p, "state get");
   if (!r) return;
   if (PQntuples(r)) {
     troupe_state_record rec;
@@ -1057,11 +1083,11 @@ static void r_state_get(pg_store *s, jnl_op *op, pg_params *p) {
  * again on a new one (within the reconnect budget); one that delivered a
  * page fails with TROUPE_ECONNLOST (its reader continues from what it
  * saw). */
-static void do_read(pg_store *s, jnl_op *op) {
+static void do_read(pg_conn *c, jnl_op *op) {
   pg_params p = {0};
   uint64_t deadline = now_ms() + PG_RETRY_MS;
   for (;;) {
-    int rc = ensure_conn(s, deadline);
+    int rc = ensure_conn(c, deadline);
     if (rc < 0) {
       jnl_op_fail(op, rc, "%s", troupe_errmsg());
       break;
@@ -1069,16 +1095,16 @@ static void do_read(pg_store *s, jnl_op *op) {
     jnl_op_fail(op, 0, NULL);
     pp_reset(&p);
     switch (op->kind) {
-    case JNL_OP_HIGHEST: r_highest(s, op, &p); break;
+    case JNL_OP_HIGHEST: r_highest(c, op, &p); break;
     case JNL_OP_REPLAY:
     case JNL_OP_BY_TAG:
-    case JNL_OP_BY_SLICE: r_events(s, op, &p); break;
-    case JNL_OP_LIST_IDS: r_list_ids(s, op, &p); break;
-    case JNL_OP_SNAP_LOAD: r_snap_load(s, op, &p); break;
-    case JNL_OP_STATE_GET: r_state_get(s, op, &p); break;
+    case JNL_OP_BY_SLICE: r_events(c, op, &p); break;
+    case JNL_OP_LIST_IDS: r_list_ids(c, op, &p); break;
+    case JNL_OP_SNAP_LOAD: r_snap_load(c, op, &p); break;
+    case JNL_OP_STATE_GET: r_state_get(c, op, &p); break;
     }
     if (op->status != TROUPE_ECONNLOST) break;
-    s->broken = 1;                /* reset even if libpq has not noticed */
+    c->broken = 1;                /* reset even if libpq has not noticed */
     if (op->scratch || op->finished || now_ms() >= deadline) break;
   }
   pp_free(&p);
@@ -1227,14 +1253,14 @@ static int drain(pg_store *s, PGresult **res, int nres, char *err,
                  size_t errn) {
   int rc = 0, i = 0, nulls = 0;
   for (;;) {
-    PGresult *r = PQgetResult(s->conn);
+    PGresult *r = PQgetResult(s->w.conn);
     if (!r) {
       /* one NULL ends each statement's results; two in a row mean the
        * sync will not come (the connection failed) */
-      if (PQstatus(s->conn) == CONNECTION_BAD || ++nulls > 1) {
+      if (PQstatus(s->w.conn) == CONNECTION_BAD || ++nulls > 1) {
         if (!rc) {
           rc = TROUPE_ECONNLOST;
-          pg_msg(s->conn, NULL, err, errn);
+          pg_msg(s->w.conn, NULL, err, errn);
         }
         return rc;
       }
@@ -1248,8 +1274,8 @@ static int drain(pg_store *s, PGresult **res, int nres, char *err,
       return rc;
     }
     if (st == PGRES_FATAL_ERROR && !rc) {
-      rc = pg_code(s->conn, r);
-      pg_msg(s->conn, r, err, errn);
+      rc = pg_code(s->w.conn, r);
+      pg_msg(s->w.conn, r, err, errn);
     }
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
       if (res && i < nres && !res[i]) {
@@ -1350,18 +1376,18 @@ static void ps_sql(const pg_store *s, int i, char *sql, size_t n) {
 
 /* Prepare the write statements on this session, once. */
 static int prepare_writes(pg_store *s, char *err, size_t errn) {
-  if (s->prepared) return 0;
+  if (s->w.prepared) return 0;
   char sql[700];
   for (int i = 0; i < PS_COUNT; i++) {
     ps_sql(s, i, sql, sizeof sql);
-    PGresult *r = PQprepare(s->conn, ps_name[i], sql, 0, NULL);
+    PGresult *r = PQprepare(s->w.conn, ps_name[i], sql, 0, NULL);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    int rc = ok ? 0 : pg_code(s->conn, r);
-    if (!ok) pg_msg(s->conn, r, err, errn);
+    int rc = ok ? 0 : pg_code(s->w.conn, r);
+    if (!ok) pg_msg(s->w.conn, r, err, errn);
     PQclear(r);
     if (!ok) return rc < 0 ? rc : TROUPE_EIO;
   }
-  s->prepared = 1;
+  s->w.prepared = 1;
   return 0;
 }
 
@@ -1395,7 +1421,7 @@ static int ins_flush(pg_store *s, pg_ins *b, int *nstmt) {
     if (rc < 0) return rc;
     arr_reset(&b->col[c]);
   }
-  if (pp_send_prepared(s->conn, ps_name[PS_EVENTS], p) < 0)
+  if (pp_send_prepared(s->w.conn, ps_name[PS_EVENTS], p) < 0)
     return TROUPE_ECONNLOST;
   (*nstmt)++;
   if (b->tag.n) {
@@ -1405,7 +1431,7 @@ static int ins_flush(pg_store *s, pg_ins *b, int *nstmt) {
     if (rc < 0) return rc;
     arr_reset(&b->tag);
     arr_reset(&b->tag_off);
-    if (pp_send_prepared(s->conn, ps_name[PS_TAGS], p) < 0)
+    if (pp_send_prepared(s->w.conn, ps_name[PS_TAGS], p) < 0)
       return TROUPE_ECONNLOST;
     (*nstmt)++;
   }
@@ -1499,7 +1525,7 @@ static int send_heads(pg_store *s, pg_group *g, pg_params *p, int *nstmt) {
     pp_reset(p);
     if ((rc = pp_arr(p, &ids, OID_TEXT_ARR, OID_TEXT)) == 0 &&
         (rc = pp_arr(p, &heads, OID_INT8_ARR, OID_INT8)) == 0) {
-      if (pp_send_prepared(s->conn, ps_name[PS_HEADS_SET], p) < 0)
+      if (pp_send_prepared(s->w.conn, ps_name[PS_HEADS_SET], p) < 0)
         rc = TROUPE_ECONNLOST;
       else (*nstmt)++;
     }
@@ -1541,39 +1567,39 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
   if (optimistic && (rc = assume_heads(g)) < 0) goto fail;
   /* --- round trip 1: lock what the checks read --- */
   if ((rc = prepare_writes(s, err, errn)) < 0) goto fail;
-  if (!PQenterPipelineMode(s->conn)) {
+  if (!PQenterPipelineMode(s->w.conn)) {
     rc = TROUPE_EIO;
-    pg_msg(s->conn, NULL, err, errn);
+    pg_msg(s->w.conn, NULL, err, errn);
     goto fail;
   }
   PGresult *res[4] = {NULL, NULL, NULL, NULL};
   int r_heads = -1, r_meta = -1, r_state = -1, r_cas = -1, nst = 0;
   size_t nfresh = 0, ncas = 0, nstate = 0;
-  PQsendQueryParams(s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 1);
+  PQsendQueryParams(s->w.conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 1);
   nst++;
   if (has_append) {                 /* head rows of new streams */
     pp_reset(&p);
     if ((rc = ids_param(g, &p, 0, 1, &nfresh)) < 0) goto pipe_fail;
     if (nfresh) {
-      pp_send_prepared(s->conn, ps_name[PS_HEADS_NEW], &p);
+      pp_send_prepared(s->w.conn, ps_name[PS_HEADS_NEW], &p);
       nst++;
     }
   }
   if (optimistic) {
     pp_reset(&p);
     if ((rc = cas_params(g, &p, &ncas)) < 0) goto pipe_fail;
-    pp_send_prepared(s->conn, ps_name[PS_HEADS_CAS], &p);
+    pp_send_prepared(s->w.conn, ps_name[PS_HEADS_CAS], &p);
     r_cas = nst++;
   } else if (has_jids) {
     size_t n;
     pp_reset(&p);
     if ((rc = ids_param(g, &p, 0, 0, &n)) < 0) goto pipe_fail;
-    pp_send_prepared(s->conn, ps_name[PS_HEADS_LOCK], &p);
+    pp_send_prepared(s->w.conn, ps_name[PS_HEADS_LOCK], &p);
     r_heads = nst++;
   }
   if (has_append) {
     pp_reset(&p);
-    pp_send_prepared(s->conn, ps_name[PS_META_LOCK], &p);
+    pp_send_prepared(s->w.conn, ps_name[PS_META_LOCK], &p);
     r_meta = nst++;
   }
   if (has_state) {
@@ -1583,10 +1609,10 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
              " ORDER BY persistence_id FOR UPDATE", s->q_state);
     pp_reset(&p);
     if ((rc = ids_param(g, &p, 1, 0, &nstate)) < 0) goto pipe_fail;
-    pp_send(s->conn, sql, &p);
+    pp_send(s->w.conn, sql, &p);
     r_state = nst++;
   }
-  PQpipelineSync(s->conn);
+  PQpipelineSync(s->w.conn);
   PGresult *all[8] = {0};
   rc = drain(s, all, nst, err, errn);
   if (rc == 0) {
@@ -1667,11 +1693,11 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
                  s->q_events, s->q_tags);
         pp_text(&p, op->pid, op->pid_len);
         pp_u64(&p, to);
-        pp_send(s->conn, sql, &p);
+        pp_send(s->w.conn, sql, &p);
         snprintf(sql, sizeof sql,
                  "UPDATE %s SET deleted_to = $2 WHERE persistence_id = $1",
                  s->q_heads);
-        pp_send(s->conn, sql, &p);
+        pp_send(s->w.conn, sql, &p);
         nst += 2;
         k->deleted_to = to;
       }
@@ -1697,7 +1723,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
       pp_text(&p, sn.manifest, strlen(sn.manifest));
       pp_i32(&p, (int32_t)sn.version);
       pp_bytea(&p, sn.state, sn.state_len);
-      pp_send(s->conn, sql, &p);
+      pp_send(s->w.conn, sql, &p);
       nst++;
       break;
     }
@@ -1710,7 +1736,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
       pp_u64(&p, op->b);
       pp_i64(&p, op->t0);
       pp_i64(&p, op->t1);
-      pp_send(s->conn, sql, &p);
+      pp_send(s->w.conn, sql, &p);
       op->scratch = (uint64_t)++nst;       /* its result: count */
       break;
     case JNL_OP_SNAP_RETAIN:
@@ -1721,7 +1747,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
                s->q_snaps, s->q_snaps);
       pp_text(&p, op->pid, op->pid_len);
       pp_u64(&p, op->c - 1);
-      pp_send(s->conn, sql, &p);
+      pp_send(s->w.conn, sql, &p);
       op->scratch = (uint64_t)++nst;
       break;
     case JNL_OP_STATE_PUT: {
@@ -1748,7 +1774,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
       pp_text(&p, rec.manifest, strlen(rec.manifest));
       pp_i32(&p, (int32_t)rec.version);
       pp_bytea(&p, rec.value, rec.value_len);
-      pp_send(s->conn, sql, &p);
+      pp_send(s->w.conn, sql, &p);
       nst++;
       k->rev = op->r0 = op->a + 1;
       k->has_rev = 1;
@@ -1765,7 +1791,7 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
         snprintf(sql, sizeof sql, "DELETE FROM %s WHERE persistence_id = $1",
                  s->q_state);
         pp_text(&p, op->pid, op->pid_len);
-        pp_send(s->conn, sql, &p);
+        pp_send(s->w.conn, sql, &p);
         nst++;
       }
       k->rev = 0;
@@ -1785,14 +1811,14 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
   if (offset > first_offset) {
     pp_reset(&p);
     pp_u64(&p, offset);
-    pp_send_prepared(s->conn, ps_name[PS_META_SET], &p);
+    pp_send_prepared(s->w.conn, ps_name[PS_META_SET], &p);
     nst++;
   }
   /* the group's token, read back when the COMMIT's reply is lost */
   pp_reset(&p);
   pp_i64(&p, (int64_t)s->writer);
   pp_i64(&p, (int64_t)token);
-  pp_send_prepared(s->conn, ps_name[PS_WRITER], &p);
+  pp_send_prepared(s->w.conn, ps_name[PS_WRITER], &p);
   nst++;
   if (offset > first_offset) {
     /* LISTEN troupe_events_<schema>: delivered at commit, in commit
@@ -1802,13 +1828,13 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
     pp_reset(&p);
     pp_text(&p, s->channel, strlen(s->channel));
     pp_text(&p, last, strlen(last));
-    pp_send_prepared(s->conn, ps_name[PS_NOTIFY], &p);
+    pp_send_prepared(s->w.conn, ps_name[PS_NOTIFY], &p);
     nst++;
   }
-  PQsendQueryParams(s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 1);
+  PQsendQueryParams(s->w.conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 1);
   nst++;
   *committing = 1;
-  PQpipelineSync(s->conn);
+  PQpipelineSync(s->w.conn);
   {
     PGresult **r2 = calloc((size_t)nst, sizeof *r2);
     if (!r2) {
@@ -1832,21 +1858,21 @@ static int write_attempt(pg_store *s, pg_group *g, uint64_t token,
   }
   /* an error inside the explicit transaction leaves it aborted */
   if (rc < 0) goto pipe_fail;
-  PQexitPipelineMode(s->conn);
+  PQexitPipelineMode(s->w.conn);
   pp_free(&p);
   return 0;
 
 pipe_fail:
-  if (PQpipelineStatus(s->conn) != PQ_PIPELINE_OFF) {
+  if (PQpipelineStatus(s->w.conn) != PQ_PIPELINE_OFF) {
     if (!*committing) {
-      PQpipelineSync(s->conn);
+      PQpipelineSync(s->w.conn);
       char e2[8];
       drain(s, NULL, 0, e2, sizeof e2);
     }
-    PQexitPipelineMode(s->conn);
+    PQexitPipelineMode(s->w.conn);
   }
-  if (PQstatus(s->conn) == CONNECTION_OK) {
-    PGresult *rb = PQexec(s->conn, "ROLLBACK");
+  if (PQstatus(s->w.conn) == CONNECTION_OK) {
+    PGresult *rb = PQexec(s->w.conn, "ROLLBACK");
     PQclear(rb);
   }
 fail:
@@ -1900,12 +1926,12 @@ static int token_committed(pg_store *s, uint64_t token) {
   snprintf(sql, sizeof sql, "SELECT token FROM %s WHERE writer = $1",
            s->q_writers);
   pp_i64(&p, (int64_t)s->writer);
-  PGresult *r = pp_exec(s->conn, sql, &p);
+  PGresult *r = pp_exec(s->w.conn, sql, &p);
   int rc;
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
     char buf[400];
-    rc = troupe__err(pg_code(s->conn, r), "postgresql: %s",
-                     pg_msg(s->conn, r, buf, sizeof buf));
+    rc = troupe__err(pg_code(s->w.conn, r), "postgresql: %s",
+                     pg_msg(s->w.conn, r, buf, sizeof buf));
   } else {
     rc = PQntuples(r) == 1 && (uint64_t)col_i64(r, 0, 0) == token;
   }
@@ -1932,7 +1958,7 @@ static void write_group(pg_store *s, pg_group *g) {
     int committing = 0;
     uint64_t token = ++s->token;
     err[0] = 0;
-    if ((rc = ensure_conn(s, deadline)) < 0) {
+    if ((rc = ensure_conn(&s->w, deadline)) < 0) {
       snprintf(err, sizeof err, "%s", troupe_errmsg());
       break;
     }
@@ -1951,11 +1977,11 @@ static void write_group(pg_store *s, pg_group *g) {
       continue;
     }
     if (rc != TROUPE_ECONNLOST) break;
-    s->broken = 1;                /* reset even if libpq has not noticed */
+    s->w.broken = 1;                /* reset even if libpq has not noticed */
     while (committing) {          /* resolve before anything else */
-      int rc2 = ensure_conn(s, deadline);
+      int rc2 = ensure_conn(&s->w, deadline);
       if (rc2 == 0) rc2 = token_committed(s, token);
-      if (rc2 == TROUPE_ECONNLOST) s->broken = 1;
+      if (rc2 == TROUPE_ECONNLOST) s->w.broken = 1;
       if (rc2 == 1) {
         /* the ops' results were set before the COMMIT; only the counts
          * of snapshot deletes were lost (reported as 0) */
@@ -1964,7 +1990,7 @@ static void write_group(pg_store *s, pg_group *g) {
       }
       if (rc2 == 0) committing = 0;
       else if (now_ms() >= deadline ||
-               (rc2 != TROUPE_ECONNLOST && PQstatus(s->conn) == CONNECTION_OK))
+               (rc2 != TROUPE_ECONNLOST && PQstatus(s->w.conn) == CONNECTION_OK))
         break;
     }
     if (committing) {
@@ -1992,19 +2018,11 @@ static void *conn_main(void *arg) {
     s->tail = &s->head;
     pthread_mutex_unlock(&s->mu);
     while (list) {
-      if (!jnl_op_is_write(list->kind)) {
-        jnl_op *op = list;
-        list = op->next;
-        do_read(s, op);
-        continue;
-      }
-      /* a run of consecutive writes: one transaction */
+      /* up to PG_MAX_GROUP writes: one transaction */
       pg_group g;
       memset(&g, 0, sizeof g);
       size_t n = 0;
-      for (jnl_op *o = list; o && jnl_op_is_write(o->kind) && n < PG_MAX_GROUP;
-           o = o->next)
-        n++;
+      for (jnl_op *o = list; o && n < PG_MAX_GROUP; o = o->next) n++;
       g.ops = malloc(n * sizeof *g.ops);
       if (!g.ops) n = 1;
       jnl_op *one[1];
@@ -2024,22 +2042,65 @@ static void *conn_main(void *arg) {
   return NULL;
 }
 
+/* A reader thread: reads, one at a time, on its own connection (opened at
+ * its first read), so recoveries and projections neither wait behind
+ * group commits nor hold them up. */
+static void *reader_main(void *arg) {
+  pg_conn *c = arg;
+  pg_store *s = c->s;
+  jnl_in_store_thread = 1;
+  pthread_mutex_lock(&s->mu);
+  for (;;) {
+    while (!s->rhead && !s->stop) pthread_cond_wait(&s->rcv, &s->mu);
+    jnl_op *op = s->rhead;
+    if (!op) break;
+    if (!(s->rhead = op->next)) s->rtail = &s->rhead;
+    pthread_mutex_unlock(&s->mu);
+    do_read(c, op);
+    pthread_mutex_lock(&s->mu);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+/* Writes go to the connection thread, reads to the readers: a read sees
+ * what was committed when it runs (like the RocksDB reader threads), so
+ * a caller that needs its own write waits for the write's completion. */
 static void pg_submit(jnl_store *st, jnl_op *op) {
   pg_store *s = (pg_store *)st;
   op->next = NULL;
   pthread_mutex_lock(&s->mu);
-  int wake = s->head == NULL;
-  *s->tail = op;
-  s->tail = &op->next;
-  if (wake) pthread_cond_signal(&s->cv);
+  if (jnl_op_is_write(op->kind)) {
+    if (!s->head) pthread_cond_signal(&s->cv);
+    *s->tail = op;
+    s->tail = &op->next;
+  } else {
+    *s->rtail = op;
+    s->rtail = &op->next;
+    pthread_cond_signal(&s->rcv);
+  }
   pthread_mutex_unlock(&s->mu);
 }
 
+/* Stop the threads once their queues are empty. */
+static void stop_threads(pg_store *s) {
+  pthread_mutex_lock(&s->mu);
+  s->stop = 1;
+  pthread_cond_signal(&s->cv);
+  pthread_cond_broadcast(&s->rcv);
+  pthread_mutex_unlock(&s->mu);
+  pthread_join(s->thread, NULL);
+  for (int i = 0; i < s->nreaders; i++) pthread_join(s->readers[i], NULL);
+}
+
 static void pg_free(pg_store *s) {
-  if (s->conn) PQfinish(s->conn);
+  if (s->w.conn) PQfinish(s->w.conn);
+  for (int i = 0; i < s->nreaders; i++)
+    if (s->rc[i].conn) PQfinish(s->rc[i].conn);
   free(s->conninfo);
   pthread_mutex_destroy(&s->mu);
   pthread_cond_destroy(&s->cv);
+  pthread_cond_destroy(&s->rcv);
   jnl_store_destroy(&s->base);
   free(s);
 }
@@ -2051,7 +2112,10 @@ static int pg_open(const char *path, const troupe_store_options *o,
   jnl_store_init(&s->base, &jnl_pg_backend, o);
   pthread_mutex_init(&s->mu, NULL);
   pthread_cond_init(&s->cv, NULL);
+  pthread_cond_init(&s->rcv, NULL);
   s->tail = &s->head;
+  s->rtail = &s->rhead;
+  s->w.s = s;
   int rc = jnl_pg_split_spec(path, &s->conninfo, s->schema);
   if (rc == 0) {
     snprintf(s->q_events, sizeof s->q_events, "\"%s\".events", s->schema);
@@ -2069,12 +2133,27 @@ static int pg_open(const char *path, const troupe_store_options *o,
       rc = troupe__err(TROUPE_EIO, "postgresql store: no random bytes");
   }
   if (rc == 0) {
-    rc = connect_db(s);
+    rc = connect_db(&s->w);
   }
   if (rc == 0) rc = check_schema(s);
-  if (rc == 0 && pthread_create(&s->thread, NULL, conn_main, s) != 0)
-    rc = troupe__err(TROUPE_ENOMEM, "postgresql store: no thread");
+  int want = (int)o->reader_threads;
+  if (want < 1) want = 1;
+  if (want > PG_MAX_READERS) want = PG_MAX_READERS;
+  int started = 0;                /* the connection thread, then readers */
+  if (rc == 0) {
+    if (pthread_create(&s->thread, NULL, conn_main, s) == 0) started = 1;
+    else rc = troupe__err(TROUPE_ENOMEM, "postgresql store: no thread");
+  }
+  while (rc == 0 && s->nreaders < want) {
+    pg_conn *c = &s->rc[s->nreaders];
+    c->s = s;
+    if (pthread_create(&s->readers[s->nreaders], NULL, reader_main, c) != 0)
+      rc = troupe__err(TROUPE_ENOMEM, "postgresql store: no reader thread");
+    else
+      s->nreaders++;
+  }
   if (rc < 0) {
+    if (started) stop_threads(s);
     pg_free(s);
     return rc;
   }
@@ -2084,11 +2163,7 @@ static int pg_open(const char *path, const troupe_store_options *o,
 
 static void pg_close(jnl_store *st) {
   pg_store *s = (pg_store *)st;
-  pthread_mutex_lock(&s->mu);
-  s->stop = 1;
-  pthread_cond_signal(&s->cv);
-  pthread_mutex_unlock(&s->mu);
-  pthread_join(s->thread, NULL);
+  stop_threads(s);
   pg_free(s);
 }
 

@@ -884,6 +884,16 @@ static void test_late_commit(void) {
            " 'troupe_late_%d' AND wait_event_type = 'Lock'", (int)getpid());
   TT_ASSERT(TT_WAIT_UNTIL(count_rows(mon, q) == 1, 10000));
   TT_EQ_INT(atomic_load(&a.done), 0);
+  /* the writer's own store still reads: reads have connections of
+   * their own and do not queue behind the waiting group */
+  uint64_t hb = 0;
+  TT_EQ_INT(troupe_journal_highest_sync(w, "base", &hb), 0);
+  TT_EQ_INT(hb, 1);
+  collect mine;
+  memset(&mine, 0, sizeof mine);
+  TT_EQ_INT(troupe_journal_replay_sync(w, "base", 1, UINT64_MAX, 0, collect_cb,
+                                       &mine), 0);
+  TT_EQ_INT(mine.n, 1);
 
   follow ft = {0, 0}, fs = {0, 0};
   TT_EQ_INT(troupe_journal_by_tag_sync(r, "t", 0, 0, follow_cb, &ft), 0);

@@ -80,7 +80,8 @@ typedef struct troupe_store_options {
   int create_if_missing;
   /* Events per replay / by-tag page delivered to a callback; default 256. */
   uint32_t page_size;
-  /* Reader threads (RocksDB); default 2. */
+  /* Reader threads (RocksDB; PostgreSQL: each with its own connection,
+   * 1..8); default 2. */
   uint32_t reader_threads;
   /* Largest payload (or snapshot / state value) accepted, in bytes;
    * default 16 MiB, at most 1 GiB. */

@@ -264,8 +264,9 @@ struct troupe_entity {
   void *state;
   uint64_t seq;           /* last applied */
   uint64_t written;       /* expected seq for the next append */
-  uint64_t high;          /* recovery target */
+  uint64_t high;          /* the journal's highest (see EM_HIGH) */
   uint64_t req_got;       /* events the replay request in flight gave */
+  uint64_t replayed;      /* events replayed by this recovery */
   uint64_t since_snap;
   uint64_t *snap_ring;    /* seqs of kept snapshots (delete_events) */
   uint32_t snap_n;
@@ -438,6 +439,10 @@ static void recovery_done(troupe_entity *e) {
   troupe_unstash(e->ctx, 1);
 }
 
+static uint32_t replay_page(const troupe_entity *e) {
+  return e->def->replay_page ? e->def->replay_page : DEFAULT_PAGE;
+}
+
 /* Ask for the events from `from` on (up to replay_page of them). */
 static int request_page(troupe_entity *e, uint64_t from) {
   rd_ctx *rc = malloc(sizeof *rc);
@@ -445,9 +450,8 @@ static int request_page(troupe_entity *e, uint64_t from) {
   e->req_got = 0;
   if (rc) {
     rc->self = e->self;
-    uint32_t n = e->def->replay_page ? e->def->replay_page : DEFAULT_PAGE;
-    err = troupe_journal_replay(e->p->journal, e->pid, from, e->high, n,
-                                on_events, rc);
+    err = troupe_journal_replay(e->p->journal, e->pid, from, UINT64_MAX,
+                                replay_page(e), on_events, rc);
     if (err == 0) return 0;
   }
   free(rc);
@@ -545,18 +549,17 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
         free(tmp);
         e->seq = s->seq;
       }
-      rd_ctx *rc = calloc(1, sizeof *rc);
-      int err = TROUPE_ENOMEM;
-      if (rc) {
-        rc->self = e->self;
-        err = troupe_journal_highest(e->p->journal, e->pid, on_highest, rc);
-        if (err == 0) return;
-        free(rc);
-      }
-      recovery_failed(e, err);
+      /* The events after the snapshot, to the end of the journal. The
+       * journal's highest is asked for only when there are none (see
+       * EM_HIGH): once an event follows the snapshot without a gap, the
+       * last one replayed is the highest (a delete mark above it would
+       * have deleted it), so a recovery with events makes one request
+       * per replay_page events and nothing else. */
+      request_page(e, e->seq + 1);
       return;
     }
     case EM_HIGH:
+      /* no event after the snapshot: it must be the journal's highest */
       e->high = m->a;
       if (e->high < e->seq) {
         /* the snapshot is ahead of the journal: trust the journal */
@@ -566,8 +569,15 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
         recovery_failed(e, TROUPE_ECORRUPT);
         return;
       }
-      if (e->high == e->seq) recovery_done(e);
-      else request_page(e, e->seq + 1);
+      if (e->high == e->seq) {
+        recovery_done(e);
+      } else {
+        log_entity(e, TROUPE_LOG_ERROR,
+                   "recovery failed: events %" PRIu64 "..%" PRIu64
+                   " are missing (deleted without a snapshot?)", e->seq + 1,
+                   e->high);
+        recovery_failed(e, TROUPE_ECORRUPT);
+      }
       return;
     case EM_PAGE: {
       chunk *c = m->ptr;
@@ -575,7 +585,7 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
       e->req_got += n;
       bool last = m->a != 0, more = false;
       uint64_t upto = n ? c->ev[n - 1].seq : e->seq;
-      if (last && e->req_got && upto < e->high) {
+      if (last && e->req_got >= replay_page(e)) {
         /* ask for the next events before decoding these, so the journal
          * reads them meanwhile (a failure below drops what comes back) */
         more = true;
@@ -600,16 +610,21 @@ static void handle_recovery(troupe_entity *e, emsg *m) {
         }
         e->seq = r->seq;
       }
+      e->replayed += n;
       if (!last || more) return;
-      if (e->seq == e->high) {
+      if (e->replayed) {
         recovery_done(e);
-      } else {
-        log_entity(e, TROUPE_LOG_ERROR,
-                   "recovery failed: events %" PRIu64 "..%" PRIu64
-                   " are missing (deleted without a snapshot?)", e->seq + 1,
-                   e->high);
-        recovery_failed(e, TROUPE_ECORRUPT);
+        return;
       }
+      rd_ctx *rc = malloc(sizeof *rc);
+      int err = TROUPE_ENOMEM;
+      if (rc) {
+        rc->self = e->self;
+        err = troupe_journal_highest(e->p->journal, e->pid, on_highest, rc);
+        if (err == 0) return;
+        free(rc);
+      }
+      recovery_failed(e, err);
       return;
     }
   }

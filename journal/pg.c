@@ -846,6 +846,38 @@ static PGresult *exec_ok(pg_conn *c, jnl_op *op, const char *sql,
   return NULL;
 }
 
+/* Reads of pages run in pipeline mode, each query followed by its own
+ * sync. page_send sends one; page_result reads the oldest one in flight
+ * up to its sync: its rows, or NULL with the op failed. */
+static int page_send(pg_conn *c, const char *sql, pg_params *p) {
+  return pp_send(c->conn, sql, p) == 0 && PQpipelineSync(c->conn) == 1
+             ? 0 : -1;
+}
+
+static PGresult *page_result(pg_conn *c, jnl_op *op, const char *what) {
+  PGresult *r = PQgetResult(c->conn);
+  if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (op) fail_res(c, op, r, what);
+    PQclear(r);
+    r = NULL;
+  }
+  /* the statement's end (a NULL), then its sync; a lost connection
+   * returns NULLs only */
+  for (int nulls = 0; nulls < 2;) {
+    PGresult *t = PQgetResult(c->conn);
+    if (!t) {
+      nulls++;
+      continue;
+    }
+    ExecStatusType st = PQresultStatus(t);
+    PQclear(t);
+    if (st == PGRES_PIPELINE_SYNC) return r;
+  }
+  if (r && op) fail_res(c, op, NULL, what);
+  PQclear(r);
+  return NULL;
+}
+
 static void r_highest(pg_conn *c, jnl_op *op, pg_params *p) {
   pg_store *s = c->s;
   char sql[200];
@@ -869,6 +901,24 @@ static void r_highest(pg_conn *c, jnl_op *op, pg_params *p) {
  * op). Columns: pid, seq, ordering, manifest, version, payload, writer,
  * ts, tags. op->scratch is set once a page was delivered (the op can no
  * longer be retried after a lost connection). */
+/* The parameters of one page query of r_events. */
+static void page_params(const jnl_op *op, pg_params *p, uint64_t cursor,
+                        uint64_t want, int32_t lo, int32_t hi) {
+  if (op->kind == JNL_OP_BY_TAG) {
+    pp_text(p, op->str, op->str_len);
+    pp_u64(p, cursor);
+  } else if (op->kind == JNL_OP_BY_SLICE) {
+    pp_i32(p, lo);
+    pp_i32(p, hi);
+    pp_u64(p, cursor);
+  } else {
+    pp_text(p, op->pid, op->pid_len);
+    pp_u64(p, cursor);
+    pp_u64(p, op->b);
+  }
+  pp_i64(p, (int64_t)want + 1);           /* one row of lookahead */
+}
+
 static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
   pg_store *s = c->s;
   int tag = op->kind == JNL_OP_BY_TAG, slice = op->kind == JNL_OP_BY_SLICE;
@@ -929,30 +979,43 @@ static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
                              sizeof *tagv);
   char *arena = NULL;
   size_t arena_cap = 0;
+  int inflight = 0;
   if (!ev || !tagv) {
     jnl_op_fail(op, TROUPE_ENOMEM, "read page");
     goto out;
   }
+  if (!PQenterPipelineMode(c->conn)) {
+    fail_res(c, op, NULL, what);
+    goto out;
+  }
+  /* A replay's seqs are contiguous, so its next page starts `want` on:
+   * that query is sent before this page is decoded and delivered, and
+   * the server reads it meanwhile. A wrong guess (the first page after
+   * deleted events) is dropped and the page asked again. */
+  uint64_t want = max && max - got < page ? max - got : page;
+  uint64_t guess_cursor = 0, guess_want = 0;
   for (;;) {
-    uint64_t want = page;
-    if (max && max - got < want) want = max - got;
-    pp_reset(p);
-    if (tag) {
-      pp_text(p, op->str, op->str_len);
-      pp_u64(p, cursor);
-    } else if (slice) {
-      pp_i32(p, lo);
-      pp_i32(p, hi);
-      pp_u64(p, cursor);
-    } else {
-      pp_text(p, op->pid, op->pid_len);
-      pp_u64(p, cursor);
-      pp_u64(p, op->b);
+    if (!inflight) {
+      pp_reset(p);
+      page_params(op, p, cursor, want, lo, hi);
+      if (page_send(c, sql, p) < 0) {
+        fail_res(c, op, NULL, what);
+        goto out;
+      }
+      inflight = 1;
     }
-    pp_i64(p, (int64_t)want + 1);           /* one row of lookahead */
-    PGresult *r = exec_ok(c, op, sql, p, what);
+    PGresult *r = page_result(c, op, what);
+    inflight--;
     if (!r) goto out;
     int rows = PQntuples(r);
+    if (!by_offset && rows > (int)want) {
+      guess_cursor = cursor + want;
+      guess_want = max && max - (got + want) < page ? max - (got + want)
+                                                   : page;
+      pp_reset(p);
+      page_params(op, p, guess_cursor, guess_want, lo, hi);
+      if (guess_want && page_send(c, sql, p) == 0) inflight++;
+    }
     int n = rows > (int)want ? (int)want : rows;
     size_t need = 0;
     for (int i = 0; i < n; i++) need += (size_t)PQgetlength(r, i, 8);
@@ -997,8 +1060,15 @@ static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
     int stop = jnl_op_emit_events(op, ev, (size_t)n, done);
     PQclear(r);
     if (stop || done) break;
+    want = max && max - got < page ? max - got : page;
+    if (inflight && (cursor != guess_cursor || want != guess_want)) {
+      PQclear(page_result(c, NULL, what));        /* a wrong guess */
+      inflight--;
+    }
   }
 out:
+  while (inflight-- > 0) PQclear(page_result(c, NULL, what));
+  PQexitPipelineMode(c->conn);
   free(ev);
   free(tagv);
   free(arena);

@@ -279,6 +279,11 @@ struct troupe_entity {
   uint64_t next_batch;
   troupe_ref self;
   troupe_ref cmd_sender;
+  /* Kept between commands so that a command that persists allocates only
+   * the copies of its events: a spare batch (arrays kept) and the buffer
+   * its events are encoded into. */
+  batch *spare;
+  troupe_buf scratch;
 };
 
 static void batch_free(batch *b) {
@@ -298,9 +303,47 @@ static void batch_free(batch *b) {
   free(b);
 }
 
+static batch *batch_new(troupe_entity *e) {
+  batch *b = e->spare;
+  if (!b) return calloc(1, sizeof *b);
+  e->spare = NULL;
+  return b;
+}
+
+/* Done with b: free what it holds, keep it (and its arrays) as the spare
+ * when there is none. */
+static void batch_release(troupe_entity *e, batch *b) {
+  if (e->spare || b->cev > 64 || b->caft > 64) {
+    batch_free(b);
+    return;
+  }
+  for (size_t i = 0; i < b->nev; i++) {
+    troupe_value_free(b->ev[i].type, b->ev[i].value);
+    free(b->ev[i].value);
+  }
+  for (size_t i = 0; i < b->naft; i++) {
+    if (b->aft[i].type) {
+      troupe_value_free(b->aft[i].type, b->aft[i].value);
+      free(b->aft[i].value);
+    }
+  }
+  pending_ev *ev = b->ev;
+  after_item *aft = b->aft;
+  size_t cev = b->cev, caft = b->caft;
+  memset(b, 0, sizeof *b);
+  b->ev = ev;
+  b->cev = cev;
+  b->aft = aft;
+  b->caft = caft;
+  e->spare = b;
+}
+
 static void entity_cleanup(troupe_entity *e) {
   batch_free(e->cur);
   e->cur = NULL;
+  batch_free(e->spare);
+  e->spare = NULL;
+  troupe_buf_free(&e->scratch);
   while (e->q_head) {
     batch *b = e->q_head;
     e->q_head = b->next;
@@ -789,7 +832,7 @@ static int drain_completed(troupe_entity *e) {
         snap = true;
     }
     run_afters(e, b);
-    batch_free(b);
+    batch_release(e, b);
     if (snap || e->snap_wanted ||
         (e->def->snapshot_every && e->since_snap >= e->def->snapshot_every))
       take_snapshot(e);
@@ -802,7 +845,7 @@ static void reject(troupe_entity *e, batch *b, int err) {
              troupe_strerror(err), troupe_errmsg());
   if (e->def->on_persist_rejected)
     e->def->on_persist_rejected(e, e->state, err);
-  batch_free(b);
+  batch_release(e, b);
 }
 
 /* Submit the batch built by the command just handled. */
@@ -811,7 +854,7 @@ static void submit(troupe_entity *e, batch *b) {
   if (b->nev == 0) {
     if (!e->q_head) {       /* nothing ahead: effects now */
       run_afters(e, b);
-      batch_free(b);
+      batch_release(e, b);
       if (e->snap_wanted) take_snapshot(e);
       return;
     }
@@ -820,24 +863,27 @@ static void submit(troupe_entity *e, batch *b) {
   } else {
     troupe_event evs[64];
     troupe_event *ev = b->nev <= 64 ? evs : calloc(b->nev, sizeof *ev);
-    troupe_buf *bufs = calloc(b->nev, sizeof *bufs);
     const char *tagv[16 * 64];
     const char **tags = b->nev <= 64 ? tagv : calloc(b->nev * 16, sizeof *tags);
-    int rc = (ev && bufs && tags) ? 0 : TROUPE_ENOMEM;
+    int rc = (ev && tags) ? 0 : TROUPE_ENOMEM;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    /* every payload goes into the entity's scratch buffer; payload holds
+     * its offset until the buffer has stopped moving */
+    troupe_buf *out = &e->scratch;
+    troupe_buf_clear(out);
     for (size_t i = 0; i < b->nev && rc == 0; i++) {
-      troupe_buf_init(&bufs[i]);
-      rc = troupe_encode(b->ev[i].type, b->ev[i].value, &bufs[i], NULL);
+      size_t at = out->len;
+      rc = troupe_encode(b->ev[i].type, b->ev[i].value, out, NULL);
       if (rc < 0) break;
       memset(&ev[i], 0, sizeof ev[i]);
       ev[i].persistence_id = e->pid;
       ev[i].seq = e->written + 1 + i;
       ev[i].manifest = b->ev[i].type->manifest;
       ev[i].version = b->ev[i].type->version;
-      ev[i].payload = bufs[i].data;
-      ev[i].payload_len = bufs[i].len;
+      ev[i].payload = (const void *)(uintptr_t)at;
+      ev[i].payload_len = out->len - at;
       ev[i].timestamp_ms = now;
       if (e->def->tagger) {
         ev[i].tags = &tags[i * 16];
@@ -846,6 +892,8 @@ static void submit(troupe_entity *e, batch *b) {
         if (ev[i].ntags > 16) ev[i].ntags = 16;
       }
     }
+    for (size_t i = 0; i < b->nev && rc == 0; i++)
+      ev[i].payload = out->data + (uintptr_t)ev[i].payload;
     ap_ctx *ac = rc == 0 ? malloc(sizeof *ac) : NULL;
     if (rc == 0 && !ac) rc = TROUPE_ENOMEM;
     if (rc == 0) {
@@ -855,9 +903,8 @@ static void submit(troupe_entity *e, batch *b) {
                                  b->nev, on_appended, ac);
       if (rc < 0) free(ac);
     }
-    if (bufs)
-      for (size_t i = 0; i < b->nev; i++) troupe_buf_free(&bufs[i]);
-    free(bufs);
+    /* a one-off big command does not keep its buffer */
+    if (out->cap > (64u << 10)) troupe_buf_free(out);
     if (ev != evs) free(ev);
     if (tags != tagv) free(tags);
     if (rc < 0) {
@@ -952,7 +999,7 @@ static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
                  m->type->manifest, troupe_strerror(rc));
     return 0;
   }
-  batch *b = calloc(1, sizeof *b);
+  batch *b = batch_new(e);
   if (!b) return TROUPE_ENOMEM;
   e->cur = b;
   e->cmd_sender = m->sender;
@@ -960,7 +1007,7 @@ static int entity_receive(troupe_ctx *ctx, void *st, const troupe_msg *m) {
   int rc = e->def->command(e, e->state, m);
   e->cur = NULL;
   if (rc < 0 || rc == TROUPE_UNHANDLED) {
-    batch_free(b);
+    batch_release(e, b);
     if (rc == TROUPE_UNHANDLED && e->sync_inflight == 0)
       troupe_unstash(ctx, 1);
     return rc;

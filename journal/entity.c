@@ -185,7 +185,8 @@ typedef struct emsg {
   int status;
   uint64_t a, b;
   void *ptr;       /* EM_SNAP: troupe_snapshot* (owned), EM_PAGE: chunk*
-                      (owned, NULL when empty; a = 1 on a request's last) */
+                      (owned, NULL when empty; a = 1 on a request's last),
+                      EM_APPENDED: the append's ap_ctx (owned) */
 } emsg;
 
 static int emsg_copy(const troupe_type *t, void *dst, const void *src) {
@@ -198,7 +199,8 @@ static void emsg_free(const troupe_type *t, void *v) {
   (void)t;
   emsg *m = v;
   if (!m->ptr) return;
-  if (m->kind == EM_SNAP || m->kind == EM_GOT || m->kind == EM_PAGE)
+  if (m->kind == EM_SNAP || m->kind == EM_GOT || m->kind == EM_PAGE ||
+      m->kind == EM_APPENDED)
     free(m->ptr);
   m->ptr = NULL;
 }
@@ -680,11 +682,15 @@ typedef struct ap_ctx {
   uint64_t batch;
 } ap_ctx;
 
+/* The context rides back in the message and is freed on the entity's
+ * loop, the thread that allocated it: a block freed by the writer thread
+ * goes to the writer's cache, and the loop's next malloc then takes the
+ * slow path (and the arena lock the two threads share). */
 static void on_appended(int status, uint64_t head, void *data) {
   ap_ctx *ac = data;
-  emsg m = {.kind = EM_APPENDED, .status = status, .a = head, .b = ac->batch};
+  emsg m = {.kind = EM_APPENDED, .status = status, .a = head, .b = ac->batch,
+            .ptr = ac};
   post(ac->self, &m);
-  free(ac);
 }
 
 typedef struct snap_ctx {

@@ -955,8 +955,9 @@ static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
              " WHERE slice BETWEEN $1 AND $2 AND ordering > $3"
              " ORDER BY ordering LIMIT $4", s->q_events);
   else
+    /* the id is the replay's own: not sent once a row */
     snprintf(sql, sizeof sql,
-             "SELECT persistence_id, seq_nr, ordering, manifest, version,"
+             "SELECT '', seq_nr, ordering, manifest, version,"
              " payload, writer_id, ts, tags FROM %s"
              " WHERE persistence_id = $1 AND seq_nr >= $2 AND seq_nr <= $3"
              " ORDER BY seq_nr LIMIT $4", s->q_events);
@@ -1033,7 +1034,7 @@ static void r_events(pg_conn *c, jnl_op *op, pg_params *p) {
     size_t nt = 0;
     for (int i = 0; i < n; i++) {
       troupe_event *e = &ev[i];
-      e->persistence_id = PQgetvalue(r, i, 0);
+      e->persistence_id = by_offset ? PQgetvalue(r, i, 0) : op->pid;
       e->seq = (uint64_t)col_i64(r, i, 1);
       e->offset = (uint64_t)col_i64(r, i, 2);
       e->manifest = PQgetvalue(r, i, 3);

@@ -21,6 +21,7 @@
 #include "troupe/troupe.h"
 #include "troupe/journal.h"
 
+#include <libpq-fe.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -73,6 +74,22 @@ static troupe_journal *open_fresh(int sync, uint32_t readers) {
   int rc = troupe_journal_open(spec, &o, &j);
   if (rc < 0) die("open", rc);
   return j;
+}
+
+/* PostgreSQL: drop the schemas this run created (bj_<pid>_<n>). */
+static void drop_schemas(void) {
+  if (strcmp(backend(), "postgres") != 0) return;
+  PGconn *c = PQconnectdb(getenv("TROUPE_PG_URL"));
+  for (int i = 1; i <= dirs && PQstatus(c) == CONNECTION_OK; i++) {
+    char q[100];
+    snprintf(q, sizeof q, "DROP SCHEMA IF EXISTS bj_%ld_%d CASCADE",
+             (long)getpid(), i);
+    PGresult *r = PQexec(c, q);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK)
+      fprintf(stderr, "bench_journal: %s: %s", q, PQresultErrorMessage(r));
+    PQclear(r);
+  }
+  PQfinish(c);
 }
 
 /* --- persist ------------------------------------------------------------- */
@@ -307,5 +324,6 @@ int main(int argc, char **argv) {
   char cmd[600];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", base);
   if (system(cmd) != 0) fprintf(stderr, "cannot remove %s\n", base);
+  drop_schemas();
   return 0;
 }
